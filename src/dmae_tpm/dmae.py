@@ -1,0 +1,177 @@
+"""Dual-Modal Attention-Enhanced similarity (Sec. 3.2, Eq. 3), and the plain TI/WTI score it enhances.
+
+Two readings of Eq. 3 are offered (docs/fidelity.md states exactly what each computes):
+
+* ``paper``: Eq. 3 as written. For every text-video pair,
+  S'(t_tokens, v_h) = W_TA . S(t_tokens, v_h) . W_VA  (1 x M)(M x N)(N x N) -> 1 x N,
+  S'(t_cls, v_h)    = S(t_cls, v_h) . W_VA            (1 x N)(N x N)        -> 1 x N,
+  S' = (S'(t_tokens, v_h) + S'(t_cls, v_h)) / 2, then TI / WTI on the 1 x N matrix S'.
+* ``official``: what the authors' released code (prj/dmae_vtp, dmae_utils.py) computes: the mean of a
+  sentence-to-frames and a words-to-frames TI/WTI score, where the textual weights scale each word's
+  best-frame score after the max, and Visual Attention adds 0.5 x (frame-frame similarity) x (similarity to
+  the frame most similar to the best frame).
+
+With both attentions off the score is the baseline's plain TI/WTI between t_tokens and v_h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .textual_attention import textual_attention, uniform_textual_attention
+from .token_interaction import TokenWeights, cosine_tokens, masked_max, masked_mean, token_interaction
+from .visual_attention import frame_self_similarity, identity_visual_attention, visual_attention
+
+
+@dataclass
+class SimilarityConfig:
+    interaction: str = "ti"  # "ti" | "wti"
+    textual_attention: bool = True
+    visual_attention: bool = True
+    variant: str = "paper"  # "paper" | "official"
+    topk: int = 2  # Eq. 2
+    official_self_weight: float = 0.5  # authors' code: weight of the second-best-frame term
+
+    def __post_init__(self):
+        if self.interaction not in ("ti", "wti"):
+            raise ValueError(f"similarity.interaction must be 'ti' or 'wti', got {self.interaction!r}")
+        if self.variant not in ("paper", "official"):
+            raise ValueError(f"similarity.variant must be 'paper' or 'official', got {self.variant!r}")
+
+    @property
+    def dmae(self) -> bool:
+        return self.textual_attention or self.visual_attention
+
+
+@dataclass
+class TextInput:
+    """What the similarity needs from a caption: features plus Algorithm 1's weights."""
+
+    t_cls: torch.Tensor  # (B, D)
+    t_tokens: torch.Tensor  # (B, M, D)
+    t_mask: torch.Tensor  # (B, M) bool
+    w_pos: torch.Tensor | None = None  # (B, M) Algorithm 1, needed when Textual Attention is on
+    w_freq: torch.Tensor | None = None  # (B, M)
+
+    def __getitem__(self, idx) -> TextInput:
+        pick = (lambda x: None if x is None else x[idx])  # noqa: E731
+        return TextInput(self.t_cls[idx], self.t_tokens[idx], self.t_mask[idx], pick(self.w_pos), pick(self.w_freq))
+
+
+class Similarity(nn.Module):
+    """sim(t_i, v_j) for all pairs: TI/WTI, optionally enhanced by DMAE. Returns (B_t, B_v)."""
+
+    def __init__(self, cfg: SimilarityConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.weights = TokenWeights(embed_dim) if cfg.interaction == "wti" else None
+
+    def forward(self, text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        frame_mask = frame_mask.bool()
+        if not self.cfg.dmae:
+            return self.plain(text.t_tokens, text.t_mask, v_h, frame_mask)
+        if self.cfg.variant == "paper":
+            return self.paper_dmae(text, v_h, frame_mask)
+        return self.official_dmae(text, v_h, frame_mask)
+
+    # -- plain TI / WTI ---------------------------------------------------------------------------------------
+    def plain(self, t_tokens, t_mask, v_h, frame_mask, pairwise: bool = True) -> torch.Tensor:
+        """TI/WTI between text tokens and frames. pairwise=False scores B matched pairs instead: (B,)."""
+        sim = cosine_tokens(t_tokens, v_h, pairwise)  # (B_t, B_v, M, N) or (B, M, N)
+        tw, vw = self._token_weights(t_tokens, t_mask, v_h, frame_mask)
+        if pairwise:
+            t_mask, frame_mask = t_mask[:, None], frame_mask[None]
+            tw = None if tw is None else tw[:, None]
+            vw = None if vw is None else vw[None]
+        return token_interaction(sim, t_mask, frame_mask, tw, vw)
+
+    def _token_weights(self, t_tokens, t_mask, v_h, frame_mask):
+        if self.weights is None:
+            return None, None
+        return self.weights.text(t_tokens, t_mask), self.weights.video(v_h, frame_mask)
+
+    # -- Eq. 3 as written ---------------------------------------------------------------------------------------
+    def paper_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
+        w_ta = self._w_ta(text)  # (B_t, M)  Eq. (1)
+        w_va = (visual_attention(v_h, frame_mask, self.cfg.topk) if self.cfg.visual_attention
+                else identity_visual_attention(frame_mask, v_h.dtype))  # (B_v, N, N)  Eq. (2)
+        # W_TA . S(t_tokens, v_h) is linear in the normalised tokens, so sum them first: no (B_t, B_v, M, N).
+        t_hat = F.normalize(text.t_tokens, dim=-1)
+        t_att = torch.einsum("am,amd->ad", w_ta.to(t_hat.dtype), t_hat)  # (B_t, D)
+        v_hat = F.normalize(v_h, dim=-1)
+        s_tok = torch.einsum("ad,bnd->abn", t_att, v_hat)  # (B_t, B_v, N)  W_TA . S(t_tokens, v_h)
+        s_cls = torch.einsum("ad,bnd->abn", F.normalize(text.t_cls, dim=-1), v_hat)  # (B_t, B_v, N)
+        s_prime = 0.5 * torch.einsum("abi,bij->abj", s_tok + s_cls, w_va)  # (B_t, B_v, N)  Eq. (3)
+        return self._interaction_1xN(s_prime, v_h, frame_mask)
+
+    def _w_ta(self, text: TextInput) -> torch.Tensor:
+        if not self.cfg.textual_attention:
+            return uniform_textual_attention(text.t_mask, text.t_tokens.dtype)
+        if text.w_pos is None or text.w_freq is None:
+            raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights); "
+                             "compute them in the data pipeline or set similarity.textual_attention=false")
+        return textual_attention(text.w_pos, text.w_freq, text.t_mask)
+
+    def _interaction_1xN(self, s_prime, v_h, frame_mask) -> torch.Tensor:
+        """TI/WTI on S' (1 x N per pair): the single text row's best frame, and every frame's own score."""
+        fm = frame_mask[None].expand_as(s_prime)  # (B_t, B_v, N)
+        t2v = masked_max(s_prime, fm, dim=-1)  # (B_t, B_v)  the one text row has weight 1 in WTI too
+        if self.weights is None:
+            v2t = masked_mean(s_prime, fm)
+        else:
+            v2t = (s_prime * self.weights.video(v_h, frame_mask)[None]).sum(-1)
+        return 0.5 * (t2v + v2t)
+
+    # -- the authors' released code -----------------------------------------------------------------------------
+    def official_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
+        word_weight = text.t_mask.float()
+        if self.cfg.textual_attention:
+            if text.w_pos is None or text.w_freq is None:
+                raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights)")
+            word_weight = text.w_pos * text.w_freq * word_weight
+        ones = torch.ones_like(text.t_mask[:, :1], dtype=torch.bool)
+        sentence = self._official_score(text.t_cls[:, None], ones, ones.float(), v_h, frame_mask)
+        words = self._official_score(text.t_tokens, text.t_mask, word_weight, v_h, frame_mask)
+        return 0.5 * (sentence + words)
+
+    def _official_score(self, x, x_mask, x_weight, v_h, frame_mask) -> torch.Tensor:
+        """One of the two terms of the authors' `_get_wti_similarity`, padding excluded from every max."""
+        x_mask = x_mask.bool()
+        sim = cosine_tokens(x, v_h, pairwise=True)  # (B_t, B_v, L, N)
+        # Words whose textual weight is 0 keep a similarity of exactly 0, as the authors' clamp(w, 0, 1) does.
+        sim = sim * (x_weight > 0).to(sim.dtype)[:, None, :, None]
+        pair_mask = x_mask[:, None, :, None] & frame_mask[None, :, None, :]  # (B_t, B_v, L, N)
+        t2v = masked_max(sim, pair_mask, dim=-1)  # (B_t, B_v, L)
+        if self.cfg.visual_attention:
+            t2v = t2v + self.cfg.official_self_weight * _second_frame_term(sim, pair_mask, v_h, frame_mask)
+        v2t = masked_max(sim, pair_mask, dim=-2)  # (B_t, B_v, N)
+        if self.weights is None:
+            t2v = (t2v * x_weight[:, None]).sum(-1) / x_weight.sum(-1).clamp_min(1e-12)[:, None]
+            v2t = masked_mean(v2t, frame_mask[None].expand_as(v2t))
+        else:
+            learned = self.weights.text(x, x_mask)  # (B_t, L)
+            t2v = (t2v * x_weight[:, None] * learned[:, None]).sum(-1)
+            v2t = (v2t * self.weights.video(v_h, frame_mask)[None]).sum(-1)
+        return 0.5 * (t2v + v2t)
+
+
+def _second_frame_term(sim, pair_mask, v_h, frame_mask) -> torch.Tensor:
+    """For each text token: f2f(best, second) x sim(token, second), where `best` is the token's best frame
+    and `second` the frame most similar to it (authors' self_weight). 0 if the video has one real frame."""
+    best = sim.masked_fill(~pair_mask, float("-inf")).argmax(-1)  # (B_t, B_v, L)
+    f2f = frame_self_similarity(v_h)  # (B_v, N, N)
+    n = f2f.shape[-1]
+    other = frame_mask[:, :, None] & frame_mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=f2f.device)
+    f2f_best, second = f2f.masked_fill(~other, float("-inf")).max(-1)  # (B_v, N) each
+    has_second = torch.isfinite(f2f_best)
+    f2f_best = f2f_best.masked_fill(~has_second, 0.0)
+    b_t, b_v, l_len = best.shape
+    expand = (lambda t: t[None, :, None, :].expand(b_t, b_v, l_len, n))  # noqa: E731
+    weight = expand(f2f_best).gather(-1, best[..., None]).squeeze(-1)  # (B_t, B_v, L)
+    second_of_best = expand(second).gather(-1, best[..., None])  # (B_t, B_v, L, 1)
+    sim_second = sim.gather(-1, second_of_best).squeeze(-1)  # (B_t, B_v, L)
+    return weight * sim_second

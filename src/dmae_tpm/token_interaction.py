@@ -1,0 +1,95 @@
+"""Token-wise interaction (TI) and weighted token-wise interaction (WTI), as defined by DRL [47].
+
+Both reduce a token-to-token cosine-similarity matrix S (M text tokens x N video tokens) to one score:
+text-to-video takes, for every text token, its best video token and averages over text tokens; video-to-text
+does the same the other way; the score is the mean of the two directions. WTI replaces both averages by
+learned softmax weights over the tokens. Padded tokens are excluded from every max and every average, so
+padding never changes a score.
+
+Every function here works on arbitrary leading dimensions, so the same code scores all B_t x B_v pairs of a
+batch (sim of shape (B_t, B_v, M, N), masks broadcast as (B_t, 1, M) and (1, B_v, N)) or B matched pairs
+(sim of shape (B, M, N)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG_INF = float("-inf")
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over the positions where mask is True; exactly 0 elsewhere (and 0 if a row has none)."""
+    logits = logits.masked_fill(~mask, NEG_INF)
+    out = torch.softmax(logits, dim=dim)
+    return out.nan_to_num(0.0)  # rows with no valid position come out as NaN
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Max over valid positions. Positions that have no valid partner at all come out as 0, not -inf."""
+    out = x.masked_fill(~mask, NEG_INF).amax(dim)
+    return out.masked_fill(torch.isinf(out), 0.0)
+
+
+def token_interaction(
+    sim: torch.Tensor,
+    text_mask: torch.Tensor,
+    video_mask: torch.Tensor,
+    text_weight: torch.Tensor | None = None,
+    video_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TI (weights None) or WTI (weights given) on a token similarity matrix.
+
+    sim: (..., M, N); text_mask / text_weight: broadcastable to (..., M); video_mask / video_weight to (..., N).
+    Weights must already be zero on padded tokens and sum to one (see TokenWeights).
+    Returns (...,).
+    """
+    text_mask = text_mask.bool()
+    video_mask = video_mask.bool()
+    pair_mask = text_mask.unsqueeze(-1) & video_mask.unsqueeze(-2)  # (..., M, N)
+    t2v = masked_max(sim, pair_mask, dim=-1)  # (..., M) best video token per text token
+    v2t = masked_max(sim, pair_mask, dim=-2)  # (..., N) best text token per video token
+    if text_weight is None:
+        t2v_score = masked_mean(t2v, text_mask.expand_as(t2v))
+    else:
+        t2v_score = (t2v * text_weight).sum(-1)
+    if video_weight is None:
+        v2t_score = masked_mean(v2t, video_mask.expand_as(v2t))
+    else:
+        v2t_score = (v2t * video_weight).sum(-1)
+    return 0.5 * (t2v_score + v2t_score)
+
+
+def cosine_tokens(a: torch.Tensor, b: torch.Tensor, pairwise: bool) -> torch.Tensor:
+    """Cosine similarity of every token of a with every token of b.
+
+    pairwise=True: a (B_t, M, D), b (B_v, N, D) -> (B_t, B_v, M, N) for all pairs of the batch.
+    pairwise=False: a (B, M, D), b (B, N, D) -> (B, M, N) for matched pairs only.
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    if pairwise:
+        return torch.einsum("amd,bnd->abmn", a, b)
+    return torch.einsum("bmd,bnd->bmn", a, b)
+
+
+class TokenWeights(nn.Module):
+    """WTI's learned token weights: a linear score per token, softmax over the real tokens (DRL)."""
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.text_fc = nn.Linear(embed_dim, 1)
+        self.video_fc = nn.Linear(embed_dim, 1)
+
+    def text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_softmax(self.text_fc(tokens).squeeze(-1), mask.bool())  # (B, M)
+
+    def video(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_softmax(self.video_fc(tokens).squeeze(-1), mask.bool())  # (B, N)

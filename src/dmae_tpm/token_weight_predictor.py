@@ -1,0 +1,71 @@
+"""Cross-Modal Token Weight Predictor of TPM-CL (Sec. 3.3 Eqs. 10-11, Appendix A.2 Eqs. 20-21).
+
+Text side: the frames' f_cls (N x D) are mixed into M rows by a learned M x N matrix W (Eq. 20), concatenated
+with t_tokens (Eq. 21), and an MLP + Softmax gives one weight per word (Eq. 10). Video side: the same with
+t_cls (1 x D) mixed into P rows and v_tokens (Eq. 11).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .token_interaction import masked_softmax
+
+
+class CrossModalTokenWeightPredictor(nn.Module):
+    """Predicts weights over `num_tokens` tokens of one modality from `num_queries` features of the other.
+
+    normalize="softmax" is the paper's f_tw (MLP + Softmax); "sigmoid" is the authors' code (a sigmoid per
+    token, then divided by the sum). Either way the weights are 0 on padded tokens and sum to one.
+    """
+
+    def __init__(self, num_queries: int, num_tokens: int, embed_dim: int, normalize: str = "softmax"):
+        super().__init__()
+        if normalize not in ("softmax", "sigmoid"):
+            raise ValueError(f"tpm.predictor_normalize must be 'softmax' or 'sigmoid', got {normalize!r}")
+        self.normalize = normalize
+        self.mix = nn.Parameter(torch.empty(num_tokens, num_queries))  # W in Eq. (20)
+        nn.init.normal_(self.mix, std=num_queries ** -0.5)
+        self.mlp = nn.Sequential(  # f_tw / f_vw in Eqs. (10)-(11), before the Softmax
+            nn.LayerNorm(2 * embed_dim),
+            nn.Linear(2 * embed_dim, embed_dim // 2),
+            nn.GELU(),
+            nn.Linear(embed_dim // 2, 1),
+        )
+
+    def forward(self, queries: torch.Tensor, query_mask: torch.Tensor,
+                tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """queries (B, Q, D) with query_mask (B, Q); tokens (B, T, D) with token_mask (B, T). Returns (B, T)."""
+        q_len, t_len = queries.shape[1], tokens.shape[1]
+        if q_len > self.mix.shape[1] or t_len > self.mix.shape[0]:
+            raise ValueError(f"token weight predictor built for {self.mix.shape[1]} queries x "
+                             f"{self.mix.shape[0]} tokens, got {q_len} x {t_len}; raise max_words/max_frames")
+        queries = queries * query_mask.unsqueeze(-1).to(queries.dtype)  # padded frames must not leak in
+        mixed = torch.einsum("tq,bqd->btd", self.mix[:t_len, :q_len], queries)  # (B, T, D)  Eq. (20)
+        joint = torch.cat([tokens, mixed], dim=-1)  # (B, T, 2D)  Eq. (21)
+        score = self.mlp(joint).squeeze(-1)  # (B, T)
+        token_mask = token_mask.bool()
+        if self.normalize == "softmax":
+            return masked_softmax(score, token_mask)  # (B, T)  Eqs. (10)-(11)
+        gate = torch.sigmoid(score) * token_mask.to(score.dtype)
+        return gate / gate.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def text_token_weights(predictor: CrossModalTokenWeightPredictor, f_cls, frame_mask, t_tokens, t_mask):
+    """w^p_tokens = f_tw([t_tokens; W f_cls]).  # Eq. (10)"""
+    return predictor(f_cls, frame_mask, t_tokens, t_mask)  # (B, M)
+
+
+def video_token_weights(predictor: CrossModalTokenWeightPredictor, t_cls, v_tokens, v_mask):
+    """w^p_{v_tokens} = f_vw([v_tokens; W t_cls]).  # Eq. (11)"""
+    ones = torch.ones(t_cls.shape[0], 1, dtype=torch.bool, device=t_cls.device)
+    return predictor(t_cls.unsqueeze(1), ones, v_tokens, v_mask)  # (B, P)
+
+
+def weighted_global(tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """t_g = t_tokens . w^p (Eq. 15); with masked tokens, t_g^p (Eq. 16). (B, T, D), (B, T) -> (B, D)."""
+    return torch.einsum("btd,bt->bd", tokens, weights)
+
+
+__all__ = ["CrossModalTokenWeightPredictor", "text_token_weights", "video_token_weights", "weighted_global"]
