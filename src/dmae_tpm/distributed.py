@@ -1,0 +1,63 @@
+"""Gathering features across ranks so the contrastive losses see the global batch with exact gradients.
+
+`torch.distributed.nn.functional.all_gather` is differentiable: its backward sums, over ranks, the gradient
+each rank's loss sends to every slice. Every rank computes the same global loss, so a rank receives
+world_size x its share of dL/dx, and DDP's gradient averaging divides that back: N processes with batch B/N
+give the gradients of one process with batch B. (CLIP4Clip's AllGather returns only the local slice of the
+gradient, which is not exact.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+
+from .dmae import TextInput
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous: gloo's all_to_all (the backward of all_gather
+    on CPU) reads non-contiguous gradients as if they were contiguous and returns wrong values."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on each rank -> (world * B, ...), rank-major, differentiable. Ranks must agree on B."""
+    if world_size() == 1:
+        return x
+    parts = dist_nn.all_gather(x.contiguous())
+    return torch.cat([_ContiguousGrad.apply(p) for p in parts], dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """For masks and other tensors that carry no gradient (bool tensors included)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def _maybe(fn, x):
+    return None if x is None else fn(x)
+
+
+def gather_batch(text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor):
+    """The model's `gather` hook: the global batch's text inputs, v_h and frame mask."""
+    if world_size() == 1:
+        return text, v_h, frame_mask
+    g_text = TextInput(gather_with_grad(text.t_cls), gather_with_grad(text.t_tokens), gather_no_grad(text.t_mask),
+                       _maybe(gather_no_grad, text.w_pos), _maybe(gather_no_grad, text.w_freq))
+    return g_text, gather_with_grad(v_h), gather_no_grad(frame_mask)
