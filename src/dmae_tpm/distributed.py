@@ -58,6 +58,25 @@ def gather_batch(text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor):
     """The model's `gather` hook: the global batch's text inputs, v_h and frame mask."""
     if world_size() == 1:
         return text, v_h, frame_mask
-    g_text = TextInput(gather_with_grad(text.t_cls), gather_with_grad(text.t_tokens), gather_no_grad(text.t_mask),
-                       _maybe(gather_no_grad, text.w_pos), _maybe(gather_no_grad, text.w_freq))
+    g_text = TextInput(
+        gather_with_grad(text.t_cls),
+        gather_with_grad(text.t_tokens),
+        gather_no_grad(text.t_mask),
+        _maybe(gather_no_grad, text.w_pos),
+        _maybe(gather_no_grad, text.w_freq),
+    )
     return g_text, gather_with_grad(v_h), gather_no_grad(frame_mask)
+
+
+def gather_varsize(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's (n_r, ...) tensor in rank order when the n_r differ (evaluation shards)."""
+    if world_size() == 1:
+        return x
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    longest = int(max(s.item() for s in sizes))
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])

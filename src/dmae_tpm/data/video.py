@@ -24,7 +24,9 @@ __all__ = [
     "FrameSamplingConfig",
     "VideoDecodeError",
     "frame_transform",
+    "normalizer",
     "read_frames",
+    "resize_crop",
     "sample_indices",
 ]
 
@@ -104,25 +106,18 @@ def sample_indices(num_frames: int, native_fps: float, cfg: FrameSamplingConfig)
     return _uniform(indices, cfg.max_frames)
 
 
-def frame_transform(image_size: tuple[int, int] | int, mean: Sequence[float], std: Sequence[float]) -> FrameTransform:
-    """A callable mapping uint8 frames ``(T, H, W, 3)`` to normalised float32 ``(T, 3, h, w)``, ``(h, w) = image_size``.
+def resize_crop(image_size: tuple[int, int] | int) -> FrameTransform:
+    """A callable mapping uint8 frames ``(T, H, W, 3)`` to uint8 ``(T, 3, h, w)``, ``(h, w) = image_size``.
 
     As CLIP's preprocessing: resize (bicubic, antialiased, on uint8 like PIL) keeping the aspect ratio so the
-    frame just covers ``(h, w)`` -- for a square ``image_size`` this is "shorter side to h" -- then centre crop to
-    ``(h, w)``, scale to [0, 1] and normalise per channel with `mean` / `std` (pass the backbone's ``mean`` /
-    ``std``, e.g. ``CLIPDualEncoder.mean``).
+    frame just covers ``(h, w)`` -- for a square ``image_size`` this is "shorter side to h" -- then centre crop.
+    The output stays uint8 so the frame cache can store exactly what the model's normalisation then consumes.
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     out_h, out_w = (int(s) for s in image_size)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
-    mean = [float(m) for m in mean]
-    std = [float(s) for s in std]
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std must have 3 entries (RGB), got mean={mean} std={std}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std entries must be > 0, got {std}")
 
     def transform(frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -134,11 +129,33 @@ def frame_transform(image_size: tuple[int, int] | int, mean: Sequence[float], st
         new_w = max(out_w, round(in_w * scale))
         if (new_h, new_w) != (in_h, in_w):
             x = F.resize(x.contiguous(), [new_h, new_w], interpolation=InterpolationMode.BICUBIC, antialias=True)
-        x = F.center_crop(x, [out_h, out_w])
-        x = F.to_dtype(x, torch.float32, scale=True)
-        return F.normalize(x, mean=mean, std=std)
+        return F.center_crop(x, [out_h, out_w]).contiguous()  # (T, 3, h, w) uint8
 
     return transform
+
+
+def normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 ``(..., 3, h, w)`` -> float32 scaled to [0, 1] and normalised per channel with `mean` / `std`."""
+    mean = [float(m) for m in mean]
+    std = [float(s) for s in std]
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"mean and std must have 3 entries (RGB), got mean={mean} std={std}")
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std entries must be > 0, got {std}")
+
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.to_dtype(x, torch.float32, scale=True), mean=mean, std=std)
+
+    return normalize
+
+
+def frame_transform(image_size: tuple[int, int] | int, mean: Sequence[float], std: Sequence[float]) -> FrameTransform:
+    """uint8 frames ``(T, H, W, 3)`` -> normalised float32 ``(T, 3, h, w)``: `resize_crop`, then `normalizer`.
+
+    Pass the backbone's ``image_size`` / ``mean`` / ``std`` (`CLIPDualEncoder`), i.e. open_clip's preprocess config.
+    """
+    crop, normalize = resize_crop(image_size), normalizer(mean, std)
+    return lambda frames: normalize(crop(frames))
 
 
 def _import_decord():

@@ -1,0 +1,85 @@
+"""The typed run config: what Hydra composes from configs/ is validated against these dataclasses.
+
+``configs/config.yaml`` composes the groups (model, loss, data, optim, trainer, eval, experiment); `to_run_config`
+merges the result into `RunConfig`, so a misspelt key or a wrong type fails before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from .data.loaders import DataConfig
+from .model import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """Sec. 4.1: Adam, lr 1e-7 for the CLIP text/video encoders and 1e-4 for the other modules, cosine decay."""
+
+    name: str = "adamw"  # adam | adamw
+    lr: float = 1e-4  # modules other than CLIP (temporal encoder, DMAE, TPM-CL predictors)
+    lr_clip: float = 1e-7  # CLIP text and video encoders (`backbone.clip.*`)
+    weight_decay: float = 0.2  # not applied to biases, norms, embeddings or the logit scale
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup: float = 0.1  # fraction of all optimisation steps with linear warmup
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5
+    max_steps: int | None = None  # stop after this many optimisation steps (demo, smoke tests)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+    find_unused_parameters: bool = True  # TPM-CL's video predictor gets no gradient (docs/fidelity.md D14)
+    log_every: int = 10
+    eval_every: int = 1  # epochs; 0 evaluates only at the end
+    checkpoint_every: int = 0  # optimisation steps between mid-epoch checkpoints; 0: end of epoch only
+    keep_checkpoints: int = 2
+    stop_after_steps: int | None = None  # leave after this many steps in this invocation (job time limits)
+    progress: bool = True  # tqdm bars on rank 0
+    wandb: str = "offline"  # online | offline | disabled
+    wandb_project: str = "dmae_tpm"
+    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+
+
+@dataclass
+class EvalConfig:
+    text_chunk: int = 256  # captions per similarity chunk: memory is O(text_chunk x video_chunk x M x N)
+    video_chunk: int = 256
+    v2t_mode: str = "group_max"  # multi-caption v2t: group_max (CLIP4Clip/TS2-Net) | any_caption
+    postprocess: str = "none"  # none | dsl | qbnorm (Table 9)
+    dsl_temperature: float = 0.01  # softmax over sim / 0.01: TS2-Net's logits at logit scale 100
+    qb_beta: float = 20.0
+    qb_k: int = 1
+    qb_bank_size: int = 5000  # training captions in the QB-Norm query bank
+    half: bool = True  # fp16 features on CUDA (fp32 always on CPU)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 42
+    run_dir: str = "outputs/run"  # configs/config.yaml sets Hydra's run dir
+    resume: str = "auto"  # auto (latest checkpoint in run_dir) | none | a checkpoint path
+    checkpoint: str | None = None  # dmae-eval: the checkpoint to evaluate
+    model_from_checkpoint: bool = True  # dmae-eval: use the model config stored in the checkpoint
+    name: str = "default"  # run name: logs, wandb, and the default run dir outputs/<name>
+
+
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Validate a composed config against `RunConfig` and return the dataclass tree."""
+    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    return OmegaConf.to_object(merged)
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

@@ -1,0 +1,192 @@
+"""From a `DataConfig` and the backbone to datasets and DataLoaders (DistributedSampler under DDP)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..backbone import CLIPDualEncoder
+from .annotations import RetrievalSplit, read_split, video_path_index
+from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
+from .text_weights import TextWeightCache, TextWeightsConfig
+from .video import FrameSamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # shown in logs and results
+    format: str = "msrvtt"  # annotation reader: msrvtt | msvd | didemo | activitynet
+    annotations: str = "data/synthetic"  # folder with the annotation files (data/README.md)
+    videos: str = "data/synthetic/videos"  # folder searched (recursively) for the video files
+    train_split: str = "train"
+    test_split: str = "test"
+    reader_options: dict[str, Any] = field(default_factory=dict)  # e.g. train_csv for MSR-VTT 7k
+    fps: float = 1.0  # sampling rate before thinning to model.max_frames (Appendix A.1)
+    caption_sampling: str = "all"  # all | one_per_video (per epoch)
+    batch_size: int = 128  # global batch (Sec. 4.1), split evenly over the ranks
+    eval_batch_size: int = 64  # per rank
+    num_workers: int = 4
+    frame_cache: str | None = None  # a folder built by scripts/build_frame_cache.py; decoded on the fly if None
+    cache_dir: str = "data/cache"  # Algorithm 1 weights are cached here
+    text_weights: TextWeightsConfig = field(default_factory=TextWeightsConfig)
+    max_bad_fraction: float = 0.01  # training stops when more than this fraction of videos fails to decode
+    eval_skip_bad_videos: bool = False  # evaluation: drop unreadable test videos instead of failing
+    mask_same_video: bool = True  # two captions of one video in a batch are not each other's negatives
+    synthetic: dict[str, Any] | None = None  # SyntheticConfig fields: generate the benchmark when absent
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def prepare(cfg: DataConfig) -> None:
+    """Generate the synthetic benchmark when configured and absent (rank 0; the others wait)."""
+    if cfg.synthetic is not None and _rank() == 0:
+        from .synthetic import SyntheticConfig, generate
+
+        summary = generate(SyntheticConfig(**cfg.synthetic), cfg.annotations)
+        log.info("synthetic benchmark at %s: %s", cfg.annotations, summary)
+    _barrier()
+
+
+def read(cfg: DataConfig, split: str) -> RetrievalSplit:
+    return read_split(cfg.format, cfg.annotations, split, **cfg.reader_options)
+
+
+def text_table(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncoder, max_words: int) -> TextTable:
+    """Tokens and Algorithm 1 weights of every caption; rank 0 fills the disk cache first, the others read it."""
+    tokens = backbone.tokenize(split.captions, context_length=max_words)  # (C, L)
+    cache = TextWeightCache(cfg.cache_dir, cfg.text_weights)
+    by_video = split.captions_by_video()
+    if _rank() == 0:
+        weights = cache.get(by_video, backbone.tokenizer, max_words)
+    _barrier()
+    if _rank() != 0:
+        weights = cache.get(by_video, backbone.tokenizer, max_words)
+    seen: dict[int, int] = {}
+    w_pos, w_freq = [], []
+    for v in split.caption_video:
+        index = seen.get(v, 0)
+        seen[v] = index + 1
+        p, q = weights[(split.video_ids[v], index)]
+        w_pos.append(p)
+        w_freq.append(q)
+    return TextTable(tokens, torch.stack(w_pos), torch.stack(w_freq), torch.tensor(split.caption_video))
+
+
+def video_source(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncoder, max_frames: int) -> VideoSource:
+    paths = video_path_index(cfg.videos, split.video_ids)
+    missing = len(split.video_ids) - len(paths)
+    if missing:
+        log.warning(
+            "%s/%s: %d of %d videos have no file under %s (scripts/check_dataset.py lists them)",
+            cfg.name,
+            split.split,
+            missing,
+            len(split.video_ids),
+            cfg.videos,
+        )
+    sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
+    return VideoSource(paths, sampling, backbone.image_size, backbone.mean, backbone.std, cfg.frame_cache)
+
+
+def train_dataset(
+    cfg: DataConfig, backbone: CLIPDualEncoder, max_words: int, max_frames: int, seed: int
+) -> PairDataset:
+    split = read(cfg, cfg.train_split)
+    return PairDataset(
+        text_table(cfg, split, backbone, max_words),
+        split.video_ids,
+        video_source(cfg, split, backbone, max_frames),
+        cfg.caption_sampling,
+        seed,
+    )
+
+
+def eval_datasets(
+    cfg: DataConfig, backbone: CLIPDualEncoder, max_words: int, max_frames: int
+) -> tuple[RetrievalSplit, CaptionDataset, VideoDataset]:
+    split = read(cfg, cfg.test_split)
+    captions = CaptionDataset(text_table(cfg, split, backbone, max_words))
+    videos = VideoDataset(split.video_ids, video_source(cfg, split, backbone, max_frames), cfg.eval_skip_bad_videos)
+    return split, captions, videos
+
+
+def per_rank_batch(cfg: DataConfig, world: int) -> int:
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"data.batch_size={cfg.batch_size} (the global batch) must be divisible by the number of "
+            f"processes ({world})"
+        )
+    return cfg.batch_size // world
+
+
+class _Resume(torch.utils.data.Sampler):
+    """The sampler's epoch order without its first `skip` indices: a resumed run continues mid-epoch exactly."""
+
+    def __init__(self, sampler: DistributedSampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.skip :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def train_loader(
+    cfg: DataConfig, dataset: PairDataset, world: int, rank: int, seed: int, epoch: int = 0, skip_batches: int = 0
+) -> DataLoader:
+    """One epoch of training batches. Every rank gets the same number of full batches (drop_last), so the
+    gathered global batch is exact; the order depends only on (seed, epoch), so resuming reproduces it."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    batch = per_rank_batch(cfg, world)
+    if len(sampler) < batch:
+        raise ValueError(
+            f"{cfg.name}: {len(dataset)} training pairs cannot fill one global batch of "
+            f"{cfg.batch_size}; lower data.batch_size"
+        )
+    # A private generator: creating the iterator must not consume the global RNG (exact resume).
+    generator = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=_Resume(sampler, skip_batches * batch),
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+    )
+
+
+def steps_per_epoch(cfg: DataConfig, dataset: PairDataset, world: int) -> int:
+    per_rank = len(dataset) // world  # DistributedSampler(drop_last=True)
+    return per_rank // per_rank_batch(cfg, world)
+
+
+def eval_loader(cfg: DataConfig, dataset, world: int, rank: int) -> DataLoader:
+    """A contiguous shard per rank, no padding duplicates: the evaluator concatenates shards in rank order."""
+    n = len(dataset)
+    lo, hi = n * rank // world, n * (rank + 1) // world
+    shard = torch.utils.data.Subset(dataset, range(lo, hi))
+    return DataLoader(
+        shard,
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,252 @@
+"""The retrieval evaluator: encode every caption and every video once, score all pairs in bounded chunks with the
+training similarity (TI/WTI, DMAE), then R@1/5/10, MdR, MeanR and rsum in both directions.
+
+Under DDP each rank encodes a contiguous shard of the captions and videos, the features are gathered, each rank
+scores its share of caption chunks, and rank 0 assembles the (C, V) matrix and computes the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import distributed
+from .config import EvalConfig
+from .dmae import TextInput
+from .metrics import retrieval_metrics
+from .model import DMAETPM
+from .postprocess import dual_softmax, querybank_norm
+
+log = logging.getLogger(__name__)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def encode_captions(model: DMAETPM, loader: DataLoader, device, autocast, dtype) -> TextInput:
+    parts = []
+    for batch in loader:
+        batch = _to(batch, device)
+        with autocast():
+            text = model.encode_text(batch["tokens"])
+        parts.append(
+            TextInput(
+                text.t_cls.to(dtype),
+                text.t_tokens.to(dtype),
+                text.t_mask,
+                batch["w_pos"].to(dtype),
+                batch["w_freq"].to(dtype),
+            )
+        )
+    if not parts:
+        raise ValueError("no captions to encode")
+    return TextInput(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq"))
+    )
+
+
+@torch.no_grad()
+def encode_videos(model: DMAETPM, loader: DataLoader, device, autocast, dtype):
+    """v_h (V, N, D), frame_mask (V, N) and ok (V,): unreadable videos (skipped on request) are not encoded."""
+    v_hs, masks, oks = [], [], []
+    for batch in loader:
+        batch = _to(batch, device)
+        ok = batch["ok"]
+        v_h = torch.zeros(*batch["frame_mask"].shape, model.backbone.embed_dim, dtype=dtype, device=device)
+        if ok.any():
+            with autocast():
+                _, enc = model.encode_video(batch["frames"][ok], batch["frame_mask"][ok])  # (b, N, D)
+            v_h[ok] = enc.to(dtype)
+        v_hs.append(v_h)
+        masks.append(batch["frame_mask"] & ok[:, None])
+        oks.append(ok)
+    return torch.cat(v_hs), torch.cat(masks), torch.cat(oks)
+
+
+@torch.no_grad()
+def similarity_chunked(
+    model: DMAETPM,
+    text: TextInput,
+    v_h: torch.Tensor,
+    frame_mask: torch.Tensor,
+    text_chunk: int,
+    video_chunk: int,
+    autocast,
+) -> torch.Tensor:
+    """sim (C, V) in float32, peak memory set by the chunk sizes rather than by C x V."""
+    rows = []
+    for i in range(0, text.t_cls.shape[0], text_chunk):
+        t = text[i : i + text_chunk]
+        cols = []
+        for j in range(0, v_h.shape[0], video_chunk):
+            with autocast():
+                cols.append(
+                    model.similarity_matrix(t, v_h[j : j + video_chunk], frame_mask[j : j + video_chunk]).float()
+                )
+        rows.append(torch.cat(cols, dim=1))  # (c, V)
+    return torch.cat(rows)  # (C, V)
+
+
+def postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The (C, V) matrix each direction ranks: raw, DSL or QB-Norm (Table 9)."""
+    if cfg.postprocess == "none":
+        return {"t2v": sim, "v2t": sim}
+    if cfg.postprocess == "dsl":
+        rescored = dual_softmax(sim, temperature=cfg.dsl_temperature)  # one matrix for both directions (TS2-Net)
+        return {"t2v": rescored, "v2t": rescored}
+    if cfg.postprocess == "qbnorm":
+        if bank_sim is None:
+            raise ValueError("eval.postprocess=qbnorm needs a query bank (training captions)")
+        normed = querybank_norm(sim, bank_sim, beta=cfg.qb_beta, k=cfg.qb_k)
+        return {"t2v": normed, "v2t": sim}
+    raise ValueError(f"eval.postprocess must be none, dsl or qbnorm, got {cfg.postprocess!r}")
+
+
+def _encode_all(model, loaders, runtime, cfg: EvalConfig):
+    dtype = torch.float16 if (cfg.half and runtime.device.type == "cuda") else torch.float32
+    text = encode_captions(model, loaders["captions"], runtime.device, runtime.autocast, dtype)
+    v_h, frame_mask, ok = encode_videos(model, loaders["videos"], runtime.device, runtime.autocast, dtype)
+    gather = distributed.gather_varsize
+    text = TextInput(*(gather(getattr(text, f)) for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")))
+    return text, gather(v_h), gather(frame_mask), gather(ok)
+
+
+def _shared_sim(model, text, v_h, frame_mask, runtime, cfg: EvalConfig) -> torch.Tensor:
+    """Each rank scores a contiguous block of captions; the blocks are gathered in rank order."""
+    n = text.t_cls.shape[0]
+    lo, hi = n * runtime.rank // runtime.world, n * (runtime.rank + 1) // runtime.world
+    block = similarity_chunked(model, text[lo:hi], v_h, frame_mask, cfg.text_chunk, cfg.video_chunk, runtime.autocast)
+    return distributed.gather_varsize(block).cpu()  # (C, V)
+
+
+def evaluate_model(
+    model: DMAETPM,
+    loaders: dict,
+    caption_video: torch.Tensor,
+    runtime,
+    cfg: EvalConfig,
+    bank_loader: DataLoader | None = None,
+) -> dict | None:
+    """Metrics dict on rank 0 (None on the other ranks). ``loaders``: captions and videos of the test split."""
+    was_training = model.training
+    model.eval()
+    try:
+        text, v_h, frame_mask, ok = _encode_all(model, loaders, runtime, cfg)
+        sim = _shared_sim(model, text, v_h, frame_mask, runtime, cfg)
+        bank_sim = None
+        if bank_loader is not None:
+            dtype = text.t_cls.dtype
+            bank = encode_captions(model, bank_loader, runtime.device, runtime.autocast, dtype)
+            bank = TextInput(
+                *(
+                    distributed.gather_varsize(getattr(bank, f))
+                    for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")
+                )
+            )
+            bank_sim = _shared_sim(model, bank, v_h, frame_mask, runtime, cfg)
+    finally:
+        model.train(was_training)
+    if not runtime.is_main:
+        return None
+    return _metrics(sim, caption_video, ok.cpu(), cfg, bank_sim)
+
+
+def _metrics(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
+    dropped = int((~ok).sum())
+    if dropped:  # only with data.eval_skip_bad_videos=true: drop those videos and their captions
+        keep_rows = ok[caption_video]
+        new_index = torch.cumsum(ok.long(), 0) - 1
+        sim, caption_video = sim[keep_rows][:, ok], new_index[caption_video[keep_rows]]
+        bank_sim = bank_sim[:, ok] if bank_sim is not None else None
+    mats = postprocess(sim, cfg, bank_sim)
+    t2v = retrieval_metrics(mats["t2v"], caption_video, v2t_mode=cfg.v2t_mode)["t2v"]
+    v2t = retrieval_metrics(mats["v2t"], caption_video, v2t_mode=cfg.v2t_mode)["v2t"]
+    return {
+        "t2v": t2v,
+        "v2t": v2t,
+        "rsum_total": t2v["rsum"] + v2t["rsum"],
+        "dropped_videos": dropped,
+        "postprocess": cfg.postprocess,
+        "captions": int(sim.shape[0]),
+        "videos": int(sim.shape[1]),
+    }
+
+
+def evaluate_checkpoint(cfg) -> dict | None:
+    """``dmae-eval``: load ``cfg.checkpoint``, evaluate on ``cfg.data``'s test split, print the table and write
+    ``run_dir/eval_results.json``. The model config stored in a training checkpoint is used (so an eval needs no
+    experiment override) unless ``model_from_checkpoint=false``."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from . import checkpoint
+    from . import runtime as rt
+    from .config import to_dict
+    from .data import loaders
+    from .metrics import format_table
+    from .model import ModelConfig, build_model
+
+    if not cfg.checkpoint:
+        raise ValueError("dmae-eval needs checkpoint=PATH (a step_*.pt of a run, or a file holding a state_dict)")
+    runtime = rt.setup(cfg.trainer)
+    try:
+        state = checkpoint.load(cfg.checkpoint)
+        model_cfg = cfg.model
+        if cfg.model_from_checkpoint and isinstance(state.get("config"), dict) and "model" in state["config"]:
+            model_cfg = OmegaConf.to_object(
+                OmegaConf.merge(OmegaConf.structured(ModelConfig), state["config"]["model"])
+            )
+        model_cfg.backbone.pretrained = None  # the checkpoint holds every weight
+        rt.seed_everything(cfg.seed)
+        model = build_model(model_cfg).to(runtime.device)
+        model.load_state_dict(checkpoint.model_state(state))
+        loaders.prepare(cfg.data)
+        split, captions, videos = loaders.eval_datasets(
+            cfg.data, model.backbone, model_cfg.max_words, model_cfg.max_frames
+        )
+        w, r = runtime.world, runtime.rank
+        eval_loaders = {
+            "captions": loaders.eval_loader(cfg.data, captions, w, r),
+            "videos": loaders.eval_loader(cfg.data, videos, w, r),
+        }
+        bank = None
+        if cfg.eval.postprocess == "qbnorm":
+            bank = _bank(cfg, model, model_cfg.max_words, w, r)
+        result = evaluate_model(model, eval_loaders, torch.tensor(split.caption_video), runtime, cfg.eval, bank)
+        if runtime.is_main:
+            title = f"{cfg.data.name} {split.split}: {cfg.checkpoint}"
+            print(format_table(result, title=title))
+            out = Path(cfg.run_dir) / "eval_results.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(
+                json.dumps(
+                    {
+                        "checkpoint": str(cfg.checkpoint),
+                        "data": cfg.data.name,
+                        "split": split.split,
+                        "results": result,
+                        "config": to_dict(cfg),
+                    },
+                    indent=2,
+                )
+            )
+            log.info("wrote %s", out)
+        return result
+    finally:
+        rt.teardown()
+
+
+def _bank(cfg, model, max_words: int, world: int, rank: int) -> DataLoader:
+    from .data import loaders
+    from .data.dataset import CaptionDataset
+
+    split = loaders.read(cfg.data, cfg.data.train_split)
+    table = loaders.text_table(cfg.data, split, model.backbone, max_words)
+    pick = torch.randperm(len(table.tokens), generator=torch.Generator().manual_seed(0))[: cfg.eval.qb_bank_size]
+    return loaders.eval_loader(cfg.data, torch.utils.data.Subset(CaptionDataset(table), pick.tolist()), world, rank)

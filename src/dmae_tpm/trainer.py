@@ -1,0 +1,317 @@
+"""The training loop: DDP under torchrun, global-batch contrastive losses, AMP, exact resume, evaluation.
+
+`train(cfg)` is what ``dmae-train`` / ``python -m dmae_tpm.train`` run, one process per GPU (or one CPU process).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from . import checkpoint, distributed
+from . import runtime as rt
+from .config import RunConfig, to_dict
+from .data import loaders
+from .evaluate import evaluate_model
+from .metrics import format_table
+from .model import DMAETPM, build_model
+from .optim import build_optimizer, build_scheduler
+from .run_log import RunLog, attach_file_log, detach
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised on every rank when the loss of a step is NaN or infinite."""
+
+
+class TooManyBadVideosError(RuntimeError):
+    """Raised when more than data.max_bad_fraction of the videos tried failed to decode."""
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    step: int = 0  # optimisation steps done
+    videos_tried: int = 0
+    videos_failed: int = 0
+    best_rsum: float = -math.inf
+
+
+def same_video_mask(video_index: torch.Tensor) -> torch.Tensor | None:
+    """(B_glob, B_glob) True where two different captions of the global batch belong to one video (MSVD)."""
+    vid = distributed.gather_no_grad(video_index)  # (B_glob,)
+    ignore = vid[:, None] == vid[None, :]
+    ignore.fill_diagonal_(False)
+    return ignore if ignore.any() else None
+
+
+def _all_reduce(values: list[float], device, op="sum") -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if distributed.world_size() > 1:
+        reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+        torch.distributed.all_reduce(t, op=reduce_op)
+    return t.tolist()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, runtime: rt.Runtime):
+        self.cfg, self.rt = cfg, runtime
+        self.run_dir = Path(cfg.run_dir)
+        rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        loaders.prepare(cfg.data)
+        self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
+        m = cfg.model
+        self.train_set = loaders.train_dataset(cfg.data, self.model.backbone, m.max_words, m.max_frames, cfg.seed)
+        self.split, captions, videos = loaders.eval_datasets(cfg.data, self.model.backbone, m.max_words, m.max_frames)
+        w, r = runtime.world, runtime.rank
+        self.eval_loaders = {
+            "captions": loaders.eval_loader(cfg.data, captions, w, r),
+            "videos": loaders.eval_loader(cfg.data, videos, w, r),
+        }
+        self.bank_loader = self._bank_loader() if cfg.eval.postprocess == "qbnorm" else None
+        self.steps_per_epoch = loaders.steps_per_epoch(cfg.data, self.train_set, w)
+        self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
+        if cfg.trainer.max_steps:
+            self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        self.progress = Progress()
+        self._resume()
+        rt.seed_everything(cfg.seed + 7919 * runtime.rank + self.progress.step) if not self._resumed else None
+        self.ddp = (
+            DistributedDataParallel(
+                self.model,
+                device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+                find_unused_parameters=cfg.trainer.find_unused_parameters,
+            )
+            if runtime.world > 1
+            else self.model
+        )
+        self.log = RunLog(
+            self.run_dir, runtime.is_main, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.name, to_dict(cfg)
+        )
+
+    # ----- state -----
+
+    def _bank_loader(self):
+        from .evaluate import _bank
+
+        return _bank(self.cfg, self.model, self.cfg.model.max_words, self.rt.world, self.rt.rank)
+
+    def state(self) -> dict:
+        p = self.progress
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": {
+                "epoch": p.epoch,
+                "batch_in_epoch": p.batch_in_epoch,
+                "step": p.step,
+                "videos_tried": p.videos_tried,
+                "videos_failed": p.videos_failed,
+                "best_rsum": p.best_rsum,
+            },
+            "rng": checkpoint.rng_state(),
+            "config": to_dict(self.cfg),
+            "world_size": self.rt.world,
+        }
+
+    def _resume(self) -> None:
+        self._resumed = False
+        resume = self.cfg.resume
+        path = checkpoint.latest(self.run_dir) if resume == "auto" else (None if resume == "none" else Path(resume))
+        if path is None:
+            return
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+        if state.get("world_size", self.rt.world) == self.rt.world:
+            checkpoint.set_rng_state(state["rng"])
+        else:
+            log.warning(
+                "resuming on %d processes a run checkpointed on %d: batches are split differently, so "
+                "the continuation is not bit-identical",
+                self.rt.world,
+                state["world_size"],
+            )
+        self._resumed = True
+        log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
+
+    def save(self) -> None:
+        if self.rt.is_main:
+            path = self.run_dir / "checkpoints" / f"step_{self.progress.step:08d}.pt"
+            checkpoint.save_atomic(self.state(), path)
+            checkpoint.prune(self.run_dir, self.cfg.trainer.keep_checkpoints)
+            log.info("saved %s", path)
+        if self.rt.world > 1:
+            torch.distributed.barrier()
+
+    # ----- one step -----
+
+    def _batch(self, batch: dict) -> dict:
+        batch = {k: v.to(self.rt.device, non_blocking=True) for k, v in batch.items()}
+        if self.cfg.data.mask_same_video:
+            ignore = same_video_mask(batch["video_index"])
+            if ignore is not None:
+                batch["ignore"] = ignore
+        return batch
+
+    def step(self, batch: dict) -> dict[str, float]:
+        with self.rt.autocast():
+            out = self.ddp(batch, gather=distributed.gather_batch)
+        loss = out["loss"]
+        if _all_reduce([0.0 if torch.isfinite(loss).item() else 1.0], self.rt.device, "max")[0] > 0:
+            terms = {k: float(v.detach()) for k, v in out.items()}
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.progress.step} (epoch {self.progress.epoch}): "
+                f"{terms}; lower optim.lr, check the data, or use trainer.precision=fp32"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        with torch.no_grad():  # CLIP keeps the temperature parameter itself within [0, ln(max)]
+            self.model.backbone.logit_scale.clamp_(0, math.log(self.cfg.model.logit_scale_max))
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    # ----- loop -----
+
+    def _check_bad_videos(self, failed: int, tried: int) -> None:
+        p = self.progress
+        failed, tried = _all_reduce([failed, tried], self.rt.device)
+        p.videos_failed += int(failed)
+        p.videos_tried += int(tried)
+        limit = self.cfg.data.max_bad_fraction
+        if p.videos_tried >= 200 and p.videos_failed > limit * p.videos_tried:
+            raise TooManyBadVideosError(
+                f"{p.videos_failed} of {p.videos_tried} videos tried failed to decode (> data.max_bad_fraction="
+                f"{limit}); the warnings above name them -- run scripts/check_dataset.py --decode"
+            )
+
+    def evaluate(self) -> dict | None:
+        result = evaluate_model(
+            self.model,
+            self.eval_loaders,
+            torch.tensor(self.split.caption_video),
+            self.rt,
+            self.cfg.eval,
+            self.bank_loader,
+        )
+        if self.rt.is_main:
+            log.info(
+                "evaluation at step %d (%s %s):\n%s",
+                self.progress.step,
+                self.cfg.data.name,
+                self.split.split,
+                format_table(result),
+            )
+            self.log.write({"eval": result, "epoch": self.progress.epoch}, self.progress.step)
+        return result
+
+    def fit(self) -> dict:
+        cfg, p = self.cfg, self.progress
+        stop_after = cfg.trainer.stop_after_steps
+        start_step = p.step
+        result = None
+        while p.epoch < cfg.trainer.epochs and p.step < self.total_steps:
+            loader = loaders.train_loader(
+                cfg.data, self.train_set, self.rt.world, self.rt.rank, cfg.seed, p.epoch, p.batch_in_epoch
+            )
+            stopped = self._epoch(loader, start_step, stop_after)
+            if stopped:
+                return {"stopped_at_step": p.step}
+            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+            self.save()
+            every = cfg.trainer.eval_every
+            if every and p.epoch % every == 0 and p.epoch < cfg.trainer.epochs and p.step < self.total_steps:
+                result = self.evaluate()
+        result = self.evaluate()
+        return {"metrics": result, "step": p.step}
+
+    def _epoch(self, loader, start_step: int, stop_after: int | None) -> bool:
+        cfg, p = self.cfg, self.progress
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=p.batch_in_epoch,
+            desc=f"epoch {p.epoch}",
+            disable=not (self.rt.is_main and cfg.trainer.progress),
+            dynamic_ncols=True,
+        )
+        t_last, wait, failed = time.perf_counter(), 0.0, 0
+        t_fetch = time.perf_counter()
+        for raw in loader:
+            wait += time.perf_counter() - t_fetch
+            failed += int(raw["n_failed"].sum())
+            terms = self.step(self._batch(raw))
+            p.step += 1
+            p.batch_in_epoch += 1
+            bar.update(1)
+            if p.step % cfg.trainer.log_every == 0 or p.step == self.total_steps:
+                now = time.perf_counter()
+                self._log(terms, now - t_last, wait, bar)
+                self._check_bad_videos(failed, cfg.trainer.log_every * cfg.data.batch_size // self.rt.world + failed)
+                t_last, wait, failed = now, 0.0, 0
+            if cfg.trainer.checkpoint_every and p.step % cfg.trainer.checkpoint_every == 0:
+                self.save()
+            if p.step >= self.total_steps or (stop_after and p.step - start_step >= stop_after):
+                break
+            t_fetch = time.perf_counter()
+        bar.close()
+        if stop_after and p.step - start_step >= stop_after and p.step < self.total_steps:
+            self.save()
+            log.info("stopping after %d steps as trainer.stop_after_steps asks; resume=auto continues", stop_after)
+            return True
+        return False
+
+    def _log(self, terms: dict, seconds: float, wait: float, bar) -> None:
+        n = self.cfg.trainer.log_every
+        clips = n * self.cfg.data.batch_size / max(seconds, 1e-9)
+        lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        record = {
+            **terms,
+            "lr": lrs,
+            "clips_per_s": clips,
+            "data_wait": wait / max(seconds, 1e-9),
+            "epoch": self.progress.epoch,
+        }
+        bar.set_postfix(
+            loss=f"{terms['loss']:.4f}",
+            lr=f"{lrs.get('other_decay', 0):.2e}",
+            clips_s=f"{clips:.1f}",
+            wait=f"{record['data_wait']:.0%}",
+        )
+        self.log.write(record, self.progress.step)
+
+
+def train(cfg: RunConfig) -> dict:
+    """Train (and evaluate) as configured; returns {"metrics": ..., "step": ...} on rank 0."""
+    runtime = rt.setup(cfg.trainer)
+    handler = attach_file_log(Path(cfg.run_dir), "train") if runtime.is_main else None
+    trainer = None
+    try:
+        trainer = Trainer(cfg, runtime)
+        return trainer.fit()
+    finally:
+        if trainer is not None:
+            trainer.log.close()
+        detach(handler)
+        rt.teardown()
