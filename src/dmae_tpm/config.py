@@ -59,6 +59,14 @@ class EvalConfig:
     qb_bank_size: int = 5000  # training captions in the QB-Norm query bank
     half: bool = True  # fp16 features on CUDA (fp32 always on CPU)
 
+    def __post_init__(self):
+        if self.postprocess not in ("none", "dsl", "qbnorm"):
+            raise ValueError(f"eval.postprocess must be none, dsl or qbnorm, got {self.postprocess!r}")
+        if self.v2t_mode not in ("group_max", "any_caption"):
+            raise ValueError(f"eval.v2t_mode must be group_max or any_caption, got {self.v2t_mode!r}")
+        if self.text_chunk < 1 or self.video_chunk < 1:
+            raise ValueError("eval.text_chunk and eval.video_chunk must be >= 1")
+
 
 @dataclass
 class RunConfig:

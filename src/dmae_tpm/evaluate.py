@@ -206,7 +206,7 @@ def evaluate_checkpoint(cfg) -> dict | None:
         rt.seed_everything(cfg.seed)
         model = build_model(model_cfg).to(runtime.device)
         model.load_state_dict(checkpoint.model_state(state))
-        loaders.prepare(cfg.data)
+        loaders.prepare(cfg.data, model.backbone.image_size, model_cfg.max_frames)
         split, captions, videos = loaders.eval_datasets(
             cfg.data, model.backbone, model_cfg.max_words, model_cfg.max_frames
         )

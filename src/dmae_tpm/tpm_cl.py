@@ -35,6 +35,14 @@ class TPMConfig:
     margin: float = 0.6  # delta in Eq. 17
     predictor_normalize: str = "softmax"  # "softmax" (paper) | "sigmoid" (authors' code)
 
+    def __post_init__(self):
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"tpm.threshold (tau of Eq. 14) must be in (0, 1], got {self.threshold!r}")
+        if self.margin < 0:
+            raise ValueError(f"tpm.margin (delta of Eq. 17) must be >= 0, got {self.margin!r}")
+        if self.predictor_normalize not in ("softmax", "sigmoid"):
+            raise ValueError(f"tpm.predictor_normalize must be softmax or sigmoid, got {self.predictor_normalize!r}")
+
 
 def triplet_partial_margin(full: torch.Tensor, partial: torch.Tensor, margin: float) -> torch.Tensor:
     """max(0, S_partial - S_full + delta), averaged over pairs: the full pair must beat the partial one by

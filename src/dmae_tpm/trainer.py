@@ -67,8 +67,8 @@ class Trainer:
         self.cfg, self.rt = cfg, runtime
         self.run_dir = Path(cfg.run_dir)
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        loaders.prepare(cfg.data)
         self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
+        loaders.prepare(cfg.data, self.model.backbone.image_size, cfg.model.max_frames)
         m = cfg.model
         self.train_set = loaders.train_dataset(cfg.data, self.model.backbone, m.max_words, m.max_frames, cfg.seed)
         self.split, captions, videos = loaders.eval_datasets(cfg.data, self.model.backbone, m.max_words, m.max_frames)

@@ -168,6 +168,11 @@ class FrameCache:
         self.shape = (len(self.row), sampling.max_frames, 3, *wanted["image_size"])
         self._frames = None
 
+    def __getstate__(self):  # an open memmap would pickle as a full copy of frames.u8 (spawned workers)
+        state = self.__dict__.copy()
+        state["_frames"] = None
+        return state
+
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.row
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..backbone import CLIPDualEncoder
 from .annotations import RetrievalSplit, read_split, video_path_index
 from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
+from .frame_cache import build_frame_cache
 from .text_weights import TextWeightCache, TextWeightsConfig
 from .video import FrameSamplingConfig
 
@@ -34,6 +36,7 @@ class DataConfig:
     eval_batch_size: int = 64  # per rank
     num_workers: int = 4
     frame_cache: str | None = None  # a folder built by scripts/build_frame_cache.py; decoded on the fly if None
+    build_frame_cache: bool = False  # build data.frame_cache before training when it does not exist yet
     cache_dir: str = "data/cache"  # Algorithm 1 weights are cached here
     text_weights: TextWeightsConfig = field(default_factory=TextWeightsConfig)
     max_bad_fraction: float = 0.01  # training stops when more than this fraction of videos fails to decode
@@ -51,13 +54,21 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def prepare(cfg: DataConfig) -> None:
-    """Generate the synthetic benchmark when configured and absent (rank 0; the others wait)."""
-    if cfg.synthetic is not None and _rank() == 0:
-        from .synthetic import SyntheticConfig, generate
+def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> None:
+    """Rank 0 generates the synthetic benchmark when configured and absent, and builds the frame cache when
+    ``data.frame_cache`` is set, absent and ``data.build_frame_cache`` is true; the other ranks wait."""
+    if _rank() == 0:
+        if cfg.synthetic is not None:
+            from .synthetic import SyntheticConfig, generate
 
-        summary = generate(SyntheticConfig(**cfg.synthetic), cfg.annotations)
-        log.info("synthetic benchmark at %s: %s", cfg.annotations, summary)
+            summary = generate(SyntheticConfig(**cfg.synthetic), cfg.annotations)
+            log.info("synthetic benchmark at %s: %s", cfg.annotations, summary)
+        if cfg.frame_cache and cfg.build_frame_cache and not (Path(cfg.frame_cache) / "meta.json").exists():
+            ids = list(dict.fromkeys(v for s in (cfg.train_split, cfg.test_split) for v in read(cfg, s).video_ids))
+            sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
+            summary = build_frame_cache(cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling,
+                                        image_size, cfg.num_workers)
+            log.info("frame cache at %s: %s", cfg.frame_cache, summary)
     _barrier()
 
 

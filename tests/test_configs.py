@@ -1,0 +1,223 @@
+"""Every Hydra config composes, validates against RunConfig and builds; the experiment files match the paper's rows.
+
+The ViT-B CLIP backbones are not built (seconds each): their width and tokens per frame come from open_clip's model
+config, and only the similarity, the contrastive loss and TPM-CL are built and run on small random features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from dmae_tpm.config import RunConfig, to_run_config
+from dmae_tpm.dmae import Similarity, TextInput
+from dmae_tpm.model import build_model
+from dmae_tpm.objective import build_contrastive_loss
+from dmae_tpm.tpm_cl import TPMCL
+
+CONFIG_DIR = (Path(__file__).resolve().parents[1] / "configs").as_posix()
+EXPERIMENTS = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
+PAPER = [e for e in EXPERIMENTS if not e.startswith("demo")]  # Tables 1-9: real datasets under DMAE_DATA_ROOT
+DATASETS = ("msrvtt", "msvd", "didemo", "activitynet")
+
+
+@pytest.fixture(scope="module")
+def composed():
+    """Every experiment composed once (the default config under the key None), interpolations unresolved."""
+    GlobalHydra.instance().clear()  # in case another test left Hydra initialised
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return {e: compose(config_name="config", overrides=[] if e is None else [f"experiment={e}"])
+                for e in [None, *EXPERIMENTS]}
+
+
+@pytest.fixture(scope="module")
+def runs(composed) -> dict[str, RunConfig]:
+    """Every composed config validated against RunConfig."""
+    return {e: to_run_config(cfg) for e, cfg in composed.items()}
+
+
+def _dims(run: RunConfig) -> tuple[int, int]:
+    """(embed_dim, tokens_per_frame) of the backbone from its open_clip config, without building it."""
+    spec = open_clip.get_model_config(run.model.backbone.name)
+    assert spec is not None, run.model.backbone.name
+    vision = spec["vision_cfg"]
+    return spec["embed_dim"], (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+
+
+def _check_builds(run: RunConfig) -> None:
+    m = run.model
+    d, tokens_per_frame = _dims(run)
+    g = torch.Generator().manual_seed(0)
+    b, words, frames = 3, 5, 4
+    text = TextInput(torch.randn(b, d, generator=g), torch.randn(b, words, d, generator=g),
+                     torch.ones(b, words, dtype=torch.bool), torch.rand(b, words, generator=g) + 1,
+                     torch.rand(b, words, generator=g))
+    v_h, frame_mask = torch.randn(b, frames, d, generator=g), torch.ones(b, frames, dtype=torch.bool)
+    sim = Similarity(m.similarity, d)(text, v_h, frame_mask)
+    assert sim.shape == (b, b) and torch.isfinite(sim).all()
+    out = build_contrastive_loss(m.loss)(sim, 100.0)
+    assert torch.isfinite(out["loss"])
+    assert run.eval.postprocess in ("none", "dsl", "qbnorm")
+    if m.tpm.enabled:
+        assert 0.0 < m.tpm.threshold < 1.0 and m.tpm.margin >= 0.0
+        TPMCL(m.tpm, d, m.max_words, m.max_frames, tokens_per_frame)  # validates predictor_normalize
+    assert m.max_frames <= m.temporal.max_frames  # the temporal encoder's frame position table
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+def test_composes_validates_and_builds(runs, experiment):
+    run = runs[experiment]
+    assert run.name == (experiment or "default")
+    assert run.run_dir == f"outputs/{run.name}"
+    if run.model.backbone.name == "dmae-tiny":  # the demo: build the whole model, it is small
+        model = build_model(run.model)
+        assert model.tpm is not None or not run.model.tpm.enabled
+    else:
+        _check_builds(run)
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+def test_every_interpolation_resolves(composed, experiment):
+    OmegaConf.to_container(composed[experiment], resolve=True)
+
+
+@pytest.mark.parametrize("experiment", PAPER)
+def test_paper_data_under_data_root(composed, monkeypatch, experiment):
+    """oc.env is resolved on access, so the composed config follows the variable."""
+    root = "/datasets/dmae-root"
+    monkeypatch.setenv("DMAE_DATA_ROOT", root)
+    data = composed[experiment].data
+    ablation = experiment.startswith(("table5", "table6", "table7", "table8"))  # all on MSR-VTT
+    assert data.name == ("msrvtt" if ablation else next(d for d in DATASETS if f"{d}_" in experiment))
+    assert data.annotations == f"{root}/{data.name}"
+    assert data.videos == f"{root}/{data.name}/videos"
+    monkeypatch.delenv("DMAE_DATA_ROOT")
+    assert data.annotations == f"data/{data.name}"  # the fallback: the repo's data/
+
+
+def _kind(run: RunConfig) -> str:
+    """baseline | full | other, from the switches that define them (Sec. 4.2)."""
+    m = run.model
+    dmae = m.similarity.textual_attention and m.similarity.visual_attention
+    if m.loss.name == "infonce" and not m.similarity.dmae and not m.tpm.enabled:
+        return "baseline"
+    if m.loss.name == "negnce" and dmae and m.tpm.enabled:
+        return "full"
+    return "other"
+
+
+def test_paper_defaults_in_the_full_method(runs):
+    m = runs["msrvtt_vitb16_ti"].model
+    assert (m.loss.negnce.gamma1, m.loss.negnce.gamma2) == (1.0, 0.5)  # Sec. 4.1, Eq. 8
+    assert (m.tpm.threshold, m.tpm.margin) == (0.6, 0.6)  # Sec. 4.1, tau and delta of Eqs. 14 and 17
+    assert m.similarity.variant == "paper" and m.loss.negnce.variant == "paper" and m.loss.tpm_weight == 1.0
+
+
+@pytest.mark.parametrize("experiment", PAPER)
+def test_dataset_and_backbone_settings(runs, experiment):
+    """Sec. 4.1: 32 words / 12 frames / batch 128 / v_tokens on MSR-VTT and MSVD, 64 / 64 / 64 / f_cls on DiDeMo
+    and ActivityNet (val_1); ablations (Tables 5-8) on ViT-B/16, other datasets on ViT-B/32; OpenAI init."""
+    run = runs[experiment]
+    m, data = run.model, run.data
+    if data.name in ("msrvtt", "msvd"):
+        assert (m.max_words, m.max_frames, data.batch_size, m.temporal.input) == (32, 12, 128, "v_tokens")
+    else:
+        assert (m.max_words, m.max_frames, data.batch_size, m.temporal.input) == (64, 64, 64, "f_cls")
+    assert data.test_split == {"activitynet": "val", "msrvtt": "test", "msvd": "test", "didemo": "test"}[data.name]
+    assert data.synthetic is None
+    vitb16 = "vitb16" in experiment or experiment.startswith(("table5", "table6", "table7", "table8"))
+    assert m.backbone.name == ("ViT-B-16" if vitb16 else "ViT-B-32") and m.backbone.pretrained == "openai"
+    assert (run.optim.lr, run.optim.lr_clip) == (1e-4, 1e-7)
+    assert m.temporal.layers == 4 and m.temporal.type == "seqTransf"
+    if experiment.startswith(("table5", "table6", "table7", "table8")):
+        assert data.name == "msrvtt" and m.similarity.interaction == "ti"
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.split("_")[0] in DATASETS])
+def test_tables_1_to_4_rows(runs, experiment):
+    m = runs[experiment].model
+    row = experiment.rsplit("_", 1)[1]
+    assert _kind(runs[experiment]) == ("baseline" if row == "baseline" else "full")
+    assert m.similarity.interaction == ("wti" if row == "wti" else "ti")
+    assert runs[experiment].eval.postprocess == "none"
+
+
+def test_table5_dmae_ablation(runs):
+    expect = {"table5_exp1_negnce": (False, False), "table5_exp2_negnce_ta": (True, False),
+              "table5_exp3_negnce_va": (False, True), "table5_exp4_all": (True, True)}
+    for experiment, (ta, va) in expect.items():
+        m = runs[experiment].model
+        assert (m.similarity.textual_attention, m.similarity.visual_attention) == (ta, va), experiment
+        assert m.loss.name == "negnce" and m.loss.negnce.gamma2 == 0.5 and not m.tpm.enabled, experiment
+
+
+def _same_run(a: RunConfig, b: RunConfig, **differ) -> bool:
+    da, db = OmegaConf.structured(a), OmegaConf.structured(b)
+    for cfg in (da, db):
+        cfg.name, cfg.run_dir = "x", "x"
+        for key, value in differ.items():
+            OmegaConf.update(cfg, key, value)
+    return OmegaConf.to_container(da) == OmegaConf.to_container(db)
+
+
+def test_table6_negnce_weights(runs):
+    for experiment, gamma2 in (("table6_gamma2_0", 0.0), ("table6_gamma2_03", 0.3), ("table6_gamma2_05", 0.5),
+                               ("table6_gamma2_07", 0.7)):
+        run = runs[experiment]
+        assert (run.model.loss.negnce.gamma1, run.model.loss.negnce.gamma2) == (1.0, gamma2), experiment
+        assert not run.model.tpm.enabled, experiment
+        # "the experiment setting is the same as Exp4 in Tab. 5", gamma2 apart
+        assert _same_run(run, runs["table5_exp4_all"], **{"model.loss.negnce.gamma2": 0.5}), experiment
+    assert _same_run(runs["table6_gamma2_05"], runs["table5_exp4_all"])
+
+
+def test_table7_tpm(runs):
+    m = runs["table7_tpm"].model
+    assert m.loss.name == "infonce" and not m.similarity.dmae and m.tpm.enabled
+    assert m.similarity.interaction == "ti"
+    assert _same_run(runs["table7_tpm"], runs["msrvtt_vitb16_baseline"], **{"model.tpm.enabled": True})
+    assert _same_run(runs["table7_dmae_tpm"], runs["msrvtt_vitb16_ti"])
+
+
+def test_table8_tpm_hyperparameters(runs):
+    for experiment, tau, delta in (("table8_delta02_tau02", 0.2, 0.2), ("table8_delta02_tau06", 0.6, 0.2),
+                                   ("table8_delta02_tau09", 0.9, 0.2), ("table8_tau06_delta06", 0.6, 0.6)):
+        run = runs[experiment]
+        assert (run.model.tpm.threshold, run.model.tpm.margin) == (tau, delta), experiment
+        assert _kind(run) == "full", experiment
+        assert _same_run(run, runs["msrvtt_vitb16_ti"], **{"model.tpm.threshold": 0.6, "model.tpm.margin": 0.6})
+    assert _same_run(runs["table8_tau06_delta06"], runs["msrvtt_vitb16_ti"])
+
+
+TABLE9 = [e for e in EXPERIMENTS if e.startswith("table9_")]
+
+
+def test_table9_has_every_row():
+    expect = {f"table9_{ds}_{bb}_{row}_dsl" for ds, bb in (("msrvtt", "vitb32"), ("msrvtt", "vitb16"),
+                                                           ("msvd", "vitb32"), ("didemo", "vitb32"),
+                                                           ("activitynet", "vitb32")) for row in ("baseline", "ours")}
+    assert set(TABLE9) == expect
+
+
+@pytest.mark.parametrize("experiment", TABLE9)
+def test_table9_dsl(runs, experiment):
+    """DSL at inference on the Tables 1-4 model: the baseline, and Ours* = the WTI full method (our choice)."""
+    run = runs[experiment]
+    assert run.eval.postprocess == "dsl"
+    source = experiment.removeprefix("table9_").removesuffix("_dsl").replace("_ours", "_wti")
+    assert _same_run(run, runs[source], **{"eval.postprocess": "dsl"})
+
+
+def test_demo_baseline(runs):
+    demo, base = runs[None], runs["demo_baseline"]
+    assert _kind(demo) == "full" and _kind(base) == "baseline" and base.model.similarity.interaction == "ti"
+    assert base.data.name == "synthetic" and base.model.backbone.name == "dmae-tiny"
+    assert _same_run(base, demo, **{"model.similarity.textual_attention": True,
+                                    "model.similarity.visual_attention": True,
+                                    "model.loss.name": "negnce", "model.tpm.enabled": True})
