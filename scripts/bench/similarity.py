@@ -1,0 +1,360 @@
+"""Evaluation scoring: caption x video similarity through dmae_tpm.evaluate.similarity_chunked on random features.
+
+Variants: TI and WTI, each plain (the baseline: both attentions off) and with DMAE (Eq. 3 as written,
+`similarity.variant=paper`, the default), plus the authors' DMAE (`variant=official`) where time allows.
+Shapes: MSR-VTT 1k-A (1,000 captions x 1,000 videos, 32 words, 12 frames), MSVD test (27,000 x 670, 32 x 12)
+and ActivityNet val (5,000 x 5,000, 64 words x 64 frames), D = 512 (ViT-B/32), the evaluator's default chunks
+(256 captions x 256 videos). On a CPU the large shapes run on a fixed leading fraction (the first text chunks
+against the first videos), and the figure is throughput, pairs/s, which does not depend on the fraction.
+
+Throughput is also given as a fraction of the machine's dense matmul rate measured in the same run and dtype: the
+scoring's nominal work is the token similarity matrix, 2 x M_words x N_frames x D FLOPs per pair, and the
+reference is one (chunk_t x M, D) x (D, chunk_v x N) matmul, the product one chunk needs. DMAE (paper) folds the
+words before the product and needs far fewer FLOPs; its "fraction" is an effective rate against the same
+nominal work, so it can exceed 100%.
+
+Memory: peak tensor memory of similarity_chunked against the number of videos (fixed chunks: flat but for the
+(C, V) result itself) and against the chunk size.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput  # noqa: E402
+from dmae_tpm.evaluate import similarity_chunked  # noqa: E402
+
+TOPIC = "similarity"
+D = 512
+SHAPES = {  # name: captions, videos, words, frames
+    "msrvtt": (1000, 1000, 32, 12),
+    "msvd": (27000, 670, 32, 12),
+    "activitynet": (5000, 5000, 64, 64),
+}
+VARIANTS = {  # name: interaction, dmae on, variant
+    "TI": ("ti", False, "paper"),
+    "WTI": ("wti", False, "paper"),
+    "TI+DMAE": ("ti", True, "paper"),
+    "WTI+DMAE": ("wti", True, "paper"),
+    "TI+DMAE(official)": ("ti", True, "official"),
+}
+
+PROTOTYPE = "TI, fused prototype"
+
+
+class Scorer:
+    """What similarity_chunked calls on the model: DMAETPM.similarity_matrix is `self.similarity(...)`."""
+
+    def __init__(self, similarity: Similarity):
+        self.similarity = similarity
+
+    def similarity_matrix(self, text, v_h, frame_mask):
+        return self.similarity(text, v_h, frame_mask)
+
+
+class FusedTIScorer:
+    """A PROTOTYPE of the fix proposed in docs/performance.md, not library code: plain TI for all pairs from one
+    (C*M, D) x (D, V*N) matmul kept in its (C, M, V, N) layout, padding excluded by adding -inf in place, then
+    the two maxima and the masked means. Same values as Similarity.plain (checked in main); no permuted copy,
+    no (C, V, M, N) bool masks, no masked_fill copies."""
+
+    def similarity_matrix(self, text, v_h, frame_mask):
+        t_tokens, t_mask = text.t_tokens, text.t_mask.bool()
+        frame_mask = frame_mask.bool()
+        c, m, d = t_tokens.shape
+        v, n, _ = v_h.shape
+        a = F.normalize(t_tokens, dim=-1).reshape(c * m, d)
+        b = F.normalize(v_h, dim=-1).reshape(v * n, d)
+        s = (a @ b.T).view(c, m, v, n)  # (C, M, V, N), contiguous
+        ninf = float("-inf")
+        s += torch.zeros(v, n, dtype=s.dtype, device=s.device).masked_fill_(~frame_mask, ninf)
+        t2v = s.amax(-1)  # (C, M, V) best real frame of each word
+        s += torch.zeros(c, m, 1, 1, dtype=s.dtype, device=s.device).masked_fill_(~t_mask[..., None, None], ninf)
+        v2t = s.amax(1)  # (C, V, N) best real word of each frame
+        t2v, v2t = t2v.masked_fill_(torch.isinf(t2v), 0), v2t.masked_fill_(torch.isinf(v2t), 0)
+        tm, fm = t_mask.to(s.dtype), frame_mask.to(s.dtype)
+        t2v = torch.einsum("cmv,cm->cv", t2v, tm) / tm.sum(1).clamp_min(1)[:, None]
+        v2t = torch.einsum("cvn,vn->cv", v2t, fm) / fm.sum(1).clamp_min(1)[None]
+        return 0.5 * (t2v + v2t)
+
+
+def make_scorer(variant: str, device) -> Scorer:
+    if variant == PROTOTYPE:
+        return FusedTIScorer()
+    interaction, dmae, kind = VARIANTS[variant]
+    torch.manual_seed(0)
+    cfg = SimilarityConfig(interaction=interaction, textual_attention=dmae, visual_attention=dmae, variant=kind)
+    return Scorer(Similarity(cfg, D).to(device).eval())
+
+
+def make_features(captions: int, videos: int, words: int, frames: int, device, dtype, seed=0):
+    """Random encoded features as the evaluator holds them (fp16 on CUDA with eval.half, fp32 on CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    n_words = torch.randint(max(1, words // 4), words - 1, (captions,), generator=g)
+    pos = torch.arange(words)
+    t_mask = (pos[None] >= 1) & (pos[None] <= n_words[:, None])
+    w_pos = torch.where(torch.rand(captions, words, generator=g) < 0.4, 2.0, 1.0)
+    w_freq = (torch.rand(captions, words, generator=g) > 0.2).float()
+    text = TextInput(
+        torch.randn(captions, D, generator=g).to(device, dtype),
+        torch.randn(captions, words, D, generator=g).to(device, dtype),
+        t_mask.to(device),
+        w_pos.to(device, dtype),
+        w_freq.to(device, dtype),
+    )
+    v_h = torch.randn(videos, frames, D, generator=g).to(device, dtype)
+    frame_mask = torch.ones(videos, frames, dtype=torch.bool, device=device)
+    return text, v_h, frame_mask
+
+
+def matmul_rate(m: int, k: int, n: int, device, dtype, repeats: int) -> dict:
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    times = C.time_call(lambda: a @ b, device, repeats, warmup=1)
+    t = C.median(times)
+    dt = str(dtype).replace("torch.", "")
+    return {"shape": [m, k, n], "dtype": dt, "seconds": t, "flops_per_s": 2 * m * k * n / t}
+
+
+def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, text_chunk, video_chunk, rate) -> dict:
+    captions, n_videos, words, frames = SHAPES[name]
+    text, v_h, fm = make_features(queries, videos, words, frames, device, feat_dtype)
+    scorer = make_scorer(variant, device)
+
+    def ac():
+        return C.autocast(device)
+
+    def call():
+        return similarity_chunked(scorer, text, v_h, fm, text_chunk, video_chunk, ac)
+
+    # a call of >= 100k pairs runs many chunks, which amortises first-call effects: no separate warm-up there
+    warmup = 1 if (repeats > 1 and queries * videos < 100_000) else 0
+    times = C.time_call(call, device, repeats, warmup=warmup)
+    t = C.median(times)
+    pairs = queries * videos
+    flops = 2 * words * frames * D * pairs
+    row = {
+        "shape": name,
+        "variant": variant,
+        "queries": queries,
+        "videos": videos,
+        "captions_total": captions,
+        "videos_total": n_videos,
+        "fraction": pairs / (captions * n_videos),
+        "seconds": t,
+        "times": times,
+        "pairs_per_s": pairs / t,
+        "nominal_flops_per_s": flops / t,
+        "matmul_fraction": flops / t / rate,
+        "projected_full_seconds": captions * n_videos / (pairs / t),
+    }
+    print(
+        f"  {name:12s} {variant:18s} {queries}x{videos}: {t:.2f} s  {pairs / t:,.0f} pairs/s  "
+        f"{100 * row['matmul_fraction']:.0f}% of matmul"
+    )
+    return row
+
+
+def memory_sweeps(device, feat_dtype, quick: bool) -> dict:
+    """Peak memory of similarity_chunked (TI, MSR-VTT shapes): against the number of videos at fixed chunks,
+    and against the chunk size at a fixed number of videos. 256 queries (one text chunk)."""
+    _, _, words, frames = SHAPES["msrvtt"]
+    scorer = make_scorer("TI", device)
+
+    def ac():
+        return C.autocast(device)
+
+    def peak(text, v_h, fm, chunk):
+        return C.peak_bytes(lambda: similarity_chunked(scorer, text, v_h, fm, chunk, chunk, ac), device)
+
+    q = 64 if quick else 256
+    out = {"videos": [], "chunk": []}
+    for v in [64, 128, 256] if quick else [250, 500, 1000, 2000, 4000]:
+        text, v_h, fm = make_features(q, v, words, frames, device, feat_dtype)
+        out["videos"].append(
+            {
+                "queries": q,
+                "videos": v,
+                "text_chunk": 256,
+                "video_chunk": 256,
+                "peak_bytes": peak(text, v_h, fm, 256),
+                "result_bytes": q * v * 4,
+            }
+        )
+    text, v_h, fm = make_features(q, 1000 if not quick else 128, words, frames, device, feat_dtype)
+    for c in [32, 64] if quick else [32, 64, 128, 256, 512]:
+        out["chunk"].append(
+            {
+                "queries": q,
+                "videos": v_h.shape[0],
+                "text_chunk": c,
+                "video_chunk": c,
+                "peak_bytes": peak(text, v_h, fm, c),
+                "result_bytes": q * v_h.shape[0] * 4,
+            }
+        )
+    return out
+
+
+def render(data: dict) -> str:
+    rate = data["matmul"]
+    lines = [
+        f"Dense matmul reference ({rate['dtype']}, same run): "
+        + ", ".join(
+            f"{k}: ({r['shape'][0]} x {r['shape'][1]}) x ({r['shape'][1]} x {r['shape'][2]}) "
+            f"{r['flops_per_s'] / 1e9:,.0f} GFLOP/s"
+            for k, r in rate["by_shape"].items()
+        )
+        + ".\n"
+    ]
+    rows = []
+    for r in data["rows"]:
+        frac = ""
+        if r["fraction"] < 0.999:
+            frac = f" ({100 * r['fraction']:.1f}% of {r['captions_total']:,} x {r['videos_total']:,})"
+        rows.append(
+            [
+                r["shape"],
+                r["variant"],
+                f"{r['queries']:,} x {r['videos']:,}{frac}",
+                r["seconds"],
+                f"{r['pairs_per_s']:,.0f}",
+                r["nominal_flops_per_s"] / 1e9,
+                f"{100 * r['matmul_fraction']:.0f}%",
+                r["projected_full_seconds"],
+            ]
+        )
+    lines.append(
+        C.table(
+            [
+                "shape",
+                "similarity",
+                "pairs measured",
+                "s (median)",
+                "pairs/s",
+                "nominal GFLOP/s",
+                "of matmul rate",
+                "full eval s (projected)",
+            ],
+            rows,
+        )
+    )
+    lines.append(
+        '\n"full eval s (projected)" = all caption x video pairs of the benchmark / pairs/s: a projection '
+        "from the measured throughput, not a measurement.\n"
+    )
+    mem = data["memory"]
+    lines.append("Peak memory of similarity_chunked (TI, MSR-VTT shapes, one text chunk of queries):\n")
+    rows = [
+        [
+            m["queries"],
+            m["videos"],
+            f"{m['text_chunk']} x {m['video_chunk']}",
+            C.mib(m["peak_bytes"]),
+            C.mib(m["result_bytes"]),
+        ]
+        for m in mem["videos"] + mem["chunk"]
+    ]
+    lines.append(C.table(["queries", "videos", "chunk (text x video)", "peak MiB", "of which result MiB"], rows))
+    lines.append("")
+    b = data["bar"]
+    lines.append(
+        C.bar_line(
+            b["met"], f"TI at MSR-VTT shapes runs at {100 * b['fraction']:.0f}% of the dense matmul rate (bar: >= 50%)."
+        )
+    )
+    if "prototype_fraction" in b:
+        lines.append(
+            f'\nThe row "{PROTOTYPE}" is the fix proposed below, prototyped in the benchmark (not in the '
+            f"library): {100 * b['prototype_fraction']:.0f}% of the matmul rate, "
+            f"{b['prototype_speedup']:.2f}x the library's TI, same scores."
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    device = C.device_of(args)
+    cuda = device.type == "cuda"
+    feat_dtype = torch.float16 if cuda else torch.float32  # the evaluator's eval.half on CUDA
+    mm_dtype = C.compute_dtype(device)
+    tc = vc = 256
+    if args.quick:
+        plan = {"msrvtt": (128, 256, ["TI", "TI+DMAE"]), "activitynet": (32, 64, ["TI"])}
+        repeats, tc = args.repeats or 1, 64
+        vc = 64
+    elif cuda:
+        plan = {n: (SHAPES[n][0], SHAPES[n][1], list(VARIANTS)) for n in SHAPES}
+        repeats = args.repeats or 3
+    else:  # 2-core CPU: fixed leading fractions of the big ones
+        plan = {
+            "msrvtt": (1000, 1000, list(VARIANTS)),
+            "msvd": (512, 670, ["TI", "WTI", "TI+DMAE", "WTI+DMAE"]),
+            "activitynet": (256, 512, ["TI", "WTI", "TI+DMAE", "WTI+DMAE"]),
+        }
+        repeats = args.repeats or 3
+    by_shape = {}
+    for name in plan:
+        _, _, words, frames = SHAPES[name]
+        by_shape[name] = matmul_rate(tc * words, D, vc * frames, device, mm_dtype, max(3, repeats))
+        print(f"  matmul {name}: {by_shape[name]['flops_per_s'] / 1e9:.0f} GFLOP/s")
+    rows = []
+    for name, (q, v, variants) in plan.items():
+        for variant in variants:
+            reps = repeats if (args.quick or cuda or (name == "msrvtt" and "official" not in variant)) else 1
+            rows.append(run_shape(name, variant, device, feat_dtype, reps, q, v, tc, vc, by_shape[name]["flops_per_s"]))
+    # the proposed fix, side by side: same values as the library's TI, then its throughput at MSR-VTT shapes
+    q, v, _ = plan["msrvtt"]
+    text, v_h, fm = make_features(min(q, 64), min(v, 64), 32, 12, device, feat_dtype, seed=3)
+    fm[::5, 8:] = False  # some padded frames
+    with torch.no_grad(), C.autocast(device):
+        diff = (
+            (
+                make_scorer("TI", device).similarity_matrix(text, v_h, fm).float()
+                - FusedTIScorer().similarity_matrix(text, v_h, fm).float()
+            )
+            .abs()
+            .max()
+            .item()
+        )
+    print(f"  prototype fused TI vs Similarity.plain: max abs diff {diff:.1e}")
+    assert diff < (1e-4 if not cuda else 5e-2), diff
+    rows.append(
+        run_shape("msrvtt", PROTOTYPE, device, feat_dtype, repeats, q, v, tc, vc, by_shape["msrvtt"]["flops_per_s"])
+    )
+    rows[-1]["max_abs_diff_vs_library"] = diff
+    memory = memory_sweeps(device, feat_dtype, args.quick)
+    ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
+    proto = rows[-1]
+    data = {
+        "topic": TOPIC,
+        "quick": args.quick,
+        "device": str(device),
+        "machine": C.machine_info(),
+        "repeats": repeats,
+        "chunks": [tc, vc],
+        "feature_dtype": str(feat_dtype),
+        "matmul": {"dtype": str(mm_dtype).replace("torch.", ""), "by_shape": by_shape},
+        "rows": rows,
+        "memory": memory,
+        "bar": {
+            "met": ti["matmul_fraction"] >= 0.5,
+            "fraction": ti["matmul_fraction"],
+            "prototype_fraction": proto["matmul_fraction"],
+            "prototype_speedup": proto["pairs_per_s"] / ti["pairs_per_s"],
+        },
+    }
+    C.write_json(C.default_out(TOPIC, args), data)
+    print(render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
