@@ -137,3 +137,25 @@ def test_two_process_ddp_matches_one_process(bench, tmp_path):
     one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [x["eval"]["t2v"] for x in one if "eval" in x] == [x["eval"]["t2v"] for x in two if "eval" in x]
+
+
+def test_same_video_mask_leaves_out_other_captions_of_the_batch_video():
+    from dmae_tpm.trainer import same_video_mask
+
+    mask = same_video_mask(torch.tensor([0, 1, 0, 2]))
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 2] = expected[2, 0] = True  # captions 0 and 2 describe video 0: neither is the other's negative
+    assert torch.equal(mask, expected)
+    assert same_video_mask(torch.tensor([3, 1, 2])) is None
+
+
+def test_msvd_format_multi_caption_end_to_end(tmp_path_factory, tmp_path):
+    bench = tmp_path_factory.mktemp("synthetic_msvd")
+    cfg = make_cfg(bench, tmp_path / "msvd", "data.format=msvd", "data.caption_sampling=all", "trainer.epochs=1")
+    cfg.data.synthetic = {**TINY, "format": "msvd"}
+    out = train(cfg)
+    metrics = out["metrics"]
+    assert metrics["videos"] == 6 and metrics["captions"] == 18  # 3 captions per test video
+    assert metrics["t2v"]["n"] == 18 and metrics["v2t"]["n"] == 6  # v2t: each video against 6 caption groups
+    lines = [json.loads(x) for x in (tmp_path / "msvd" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == list(range(1, 7))  # 27 captions // 4 = 6 steps

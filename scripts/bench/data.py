@@ -117,6 +117,48 @@ def raw_cache(cache_dir, ids, size, repeats) -> dict:
     return {"clips": len(ids), "seconds": t, "clips_per_s": len(ids) / t}
 
 
+def clip_costs(cache_dir, ids, size, mean, std, paths, batch: int, repeats: int) -> dict:
+    """Milliseconds per clip of each step the training dataset takes with the frame cache (VideoSource.__call__
+    then the DataLoader's collate), and of a PROTOTYPE of the proposed fix (not library code): a fused in-place
+    normalisation, or uint8 frames through the loader with the normalisation left to the device."""
+    from dmae_tpm.data.dataset import VideoSource
+    from dmae_tpm.data.video import normalizer
+
+    sampling = FrameSamplingConfig(1.0, MAX_FRAMES)
+    src = VideoSource(paths, sampling, (size, size), mean, std, str(cache_dir))
+    cache = src.cache
+    norm = normalizer(mean, std)
+    raw = [cache.get(v) for v in ids[:batch]]
+    scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1)
+    shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1)
+
+    def fused(frames, mask):
+        out = frames.to(torch.float32).mul_(scale).add_(shift)
+        if not bool(mask.all()):
+            out[~mask] = 0.0
+        return out
+
+    normed = [src(v)[0] for v in ids[:batch]]
+    steps = {
+        "VideoSource(video_id), whole (cache)": lambda: [src(v) for v in ids[:batch]],
+        "  FrameCache.get (uint8 copy out of the memmap)": lambda: [cache.get(v) for v in ids[:batch]],
+        "  normalizer: to float32 / 255, then (x - mean) / std": lambda: [norm(f) for f, _ in raw],
+        "  x mask (padded frames to 0)": lambda: [
+            x * m[:, None, None, None] for x, (_, m) in zip(normed, raw, strict=True)
+        ],
+        "collate: torch.stack of float32 clips": lambda: torch.stack(normed),
+        "prototype: fused in-place normalisation (one float pass)": lambda: [fused(f, m) for f, m in raw],
+        "prototype: collate uint8 clips (normalise on the device)": lambda: torch.stack([f for f, _ in raw]),
+    }
+    out = {}
+    for name, fn in steps.items():
+        t = C.median(C.time_call(fn, torch.device("cpu"), repeats, warmup=1))
+        out[name] = 1e3 * t / batch
+    ref = norm(raw[0][0]) * raw[0][1][:, None, None, None]
+    assert torch.allclose(fused(*raw[0]), ref, atol=1e-5), "prototype normalisation differs"
+    return out
+
+
 def loader_rate(cfg: DataConfig, dataset, batches: int) -> dict:
     """clips/s over `batches` batches after the first (worker start-up excluded)."""
     loader = loaders.train_loader(cfg, dataset, world=1, rank=0, seed=0)
@@ -217,6 +259,20 @@ def render(data: dict) -> str:
         f"{data['subset']} training videos. The machine has 2 cores, so 2 workers plus the main process "
         "oversubscribe it.\n"
     )
+    costs = {size: s["clip_ms"] for size, s in data["sizes"].items() if "clip_ms" in s}
+    if costs:
+        names = list(next(iter(costs.values())))
+        out.append(
+            "Where a clip's time goes with the frame cache (ms per clip, one process; the two prototype rows "
+            "are the fix proposed below, measured in the benchmark, not library code):\n"
+        )
+        out.append(
+            C.table(
+                ["step", *(f"{size} px" for size in costs)],
+                [[n.replace("  ", "↳ "), *(costs[size][n] for size in costs)] for n in names],
+            )
+        )
+        out.append("")
     ratios = {size: s["bar_ratio"] for size, s in data["sizes"].items()}
     met = all(r >= 5 for r in ratios.values())
     got = ", ".join(f"{size} px {r:.1f}x" for size, r in ratios.items())
@@ -308,6 +364,9 @@ def main(argv=None) -> int:
                 r["clips_per_s_runs"] = [v["clips_per_s"] for v in vals]
                 res["loader"].append(r)
                 print(f"  loader {'cache ' if cache else 'decode'} workers={workers}: {r['clips_per_s']:.1f} clips/s")
+        res["clip_ms"] = clip_costs(cache_dir, ids, size, tiny.mean, tiny.std, paths, batch, repeats)
+        for k, v in res["clip_ms"].items():
+            print(f"    {k}: {v:.2f} ms/clip")
         sizes[size] = res
         if not quick:
             shutil.rmtree(cache_dir, ignore_errors=True)  # 224 px: 0.5 GB

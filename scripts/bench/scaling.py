@@ -69,6 +69,13 @@ def plot(data: dict) -> list[str]:
     except ImportError:
         print("matplotlib is not installed (pip install -c constraints/ci.txt -e '.[bench]'): no plots")
         return []
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    def ticks(ax, xs):  # label the measured sizes only, plainly (log axes otherwise label 2x10^2 ...)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs))))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+
     written = []
     machine = data["machine"]
     where = f"{data['device']}: {machine['cpu'] if data['device'] == 'cpu' else machine['gpu']}"
@@ -95,6 +102,7 @@ def plot(data: dict) -> list[str]:
         )
         axes[1, col].set_ylim(bottom=0)
         for ax in axes[:, col]:
+            ticks(ax, [p[sweep] for p in pts])
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.suptitle(
@@ -122,6 +130,7 @@ def plot(data: dict) -> list[str]:
     )
     axes[1].set(xscale="log", yscale="log", xlabel="batch", ylabel="peak MiB", title="training step peak memory")
     for ax in axes:
+        ticks(ax, xs)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Training step, {data['train']['model']}\n{where}", fontsize=10)

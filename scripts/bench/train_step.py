@@ -79,50 +79,127 @@ def fwd(model, batch, device):
         return model(batch)["loss"]
 
 
-def measure(method, model, batch, device, repeats) -> dict:
-    def step():
-        model.zero_grad(set_to_none=True)
-        fwd(model, batch, device).backward()
+def timed_step(model, batch, device) -> tuple[float, float]:
+    """(forward seconds, backward seconds) of one step."""
+    model.zero_grad(set_to_none=True)
+    C.sync(device)
+    t0 = C.time.perf_counter()
+    loss = fwd(model, batch, device)
+    C.sync(device)
+    t1 = C.time.perf_counter()
+    loss.backward()
+    C.sync(device)
+    return t1 - t0, C.time.perf_counter() - t1
 
-    # forward and backward timed separately on the same calls
-    fw, bw = [], []
-    for i in range(repeats + 1):
-        model.zero_grad(set_to_none=True)
-        C.sync(device)
-        t0 = C.time.perf_counter()
-        loss = fwd(model, batch, device)
-        C.sync(device)
-        t1 = C.time.perf_counter()
-        loss.backward()
-        C.sync(device)
-        t2 = C.time.perf_counter()
-        if i:  # the first call is warm-up
-            fw.append(t1 - t0)
-            bw.append(t2 - t1)
-    steps = [a + b for a, b in zip(fw, bw, strict=True)]
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    peak = C.peak_bytes(step, device)
-    b = batch["tokens"].shape[0]
-    row = {
-        "method": method,
-        "batch": b,
-        "forward_s": C.median(fw),
-        "backward_s": C.median(bw),
-        "step_s": C.median(steps),
-        "step_times": steps,
-        "clips_per_s": b / C.median(steps),
-        "peak_bytes": peak,
-        "flops": flops,
-        "params": sum(p.numel() for p in model.parameters()),
-    }
-    print(
-        f"  {method:8s} B={b}: fwd {row['forward_s']:.3f} s  bwd {row['backward_s']:.3f} s  "
-        f"step {row['step_s']:.3f} s  {row['clips_per_s']:.1f} clips/s  peak {C.mib(peak)} MiB  "
-        f"{flops / 1e9:.1f} GFLOP"
-    )
-    return row
+
+def measure_pair(models: dict, batches: dict, device, repeats) -> list[dict]:
+    """Baseline and full timed in alternation (b, f, b, f, ...) after one warm-up each, so that drift of a
+    shared machine hits both alike; then FLOPs and peak memory of one more step each."""
+    times = {m: [] for m in models}
+    for m in models:
+        timed_step(models[m], batches[m], device)  # warm-up
+    for _ in range(repeats):
+        for m in models:
+            times[m].append(timed_step(models[m], batches[m], device))
+    rows = []
+    for m, model in models.items():
+        batch = batches[m]
+
+        def step(model=model, batch=batch):
+            model.zero_grad(set_to_none=True)
+            fwd(model, batch, device).backward()
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        peak = C.peak_bytes(step, device)
+        fw = [t[0] for t in times[m]]
+        bw = [t[1] for t in times[m]]
+        steps = [a + b for a, b in times[m]]
+        b = batch["tokens"].shape[0]
+        row = {
+            "method": m,
+            "batch": b,
+            "forward_s": C.median(fw),
+            "backward_s": C.median(bw),
+            "step_s": C.median(steps),
+            "step_times": steps,
+            "clips_per_s": b / C.median(steps),
+            "peak_bytes": peak,
+            "flops": counter.get_total_flops(),
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+        print(
+            f"  {m:8s} B={b}: fwd {row['forward_s']:.3f} s  bwd {row['backward_s']:.3f} s  "
+            f"step {row['step_s']:.3f} s  {row['clips_per_s']:.1f} clips/s  peak {C.mib(peak)} MiB  "
+            f"{row['flops'] / 1e9:.1f} GFLOP",
+            flush=True,
+        )
+        rows.append(row)
+    pair = [f / b for b, f in zip(rows[0]["step_times"], rows[1]["step_times"], strict=True)]
+    rows[1]["paired_ratio_median"] = C.median(pair)
+    return rows
+
+
+def cls_only_temporal(temporal):
+    """A PROTOTYPE of a fix proposed in docs/performance.md (not library code), patched onto one TemporalEncoder
+    instance: with `temporal.input=v_tokens` only the frames' [CLS] positions of the transformer's output are
+    read, so the last layer needs queries (attention, residual, MLP) only there; its keys/values still come from
+    every token. Same output as TemporalEncoder.forward (checked by the caller); returns an undo."""
+    orig = temporal.forward
+    if temporal.cfg.type != "seqTransf" or temporal.cfg.input != "v_tokens":
+        return lambda: None
+
+    def forward(video):
+        x, mask, per = video.v_tokens, video.v_mask.bool(), video.tokens_per_frame
+        n_frames = x.shape[1] // per
+        frame_idx = torch.arange(n_frames, device=x.device).repeat_interleave(per)
+        mask = mask.clone()
+        mask[~mask.any(1), 0] = True
+        pad = ~mask
+        h = x + temporal.frame_position(frame_idx)
+        layers = temporal.transformer.layers
+        for layer in layers[:-1]:
+            h = layer(h, src_key_padding_mask=pad)
+        last = layers[-1]
+        hn = last.norm1(h)
+        c = h[:, ::per] + last.self_attn(hn[:, ::per], hn, hn, key_padding_mask=pad, need_weights=False)[0]
+        c = c + last._ff_block(last.norm2(c))
+        if temporal.transformer.norm is not None:
+            c = temporal.transformer.norm(c)
+        return c + x[:, ::per]
+
+    temporal.forward = forward
+    return lambda: delattr(temporal, "forward") if temporal.forward is not orig else None
+
+
+def prototype_temporal(backbone, temporal_layers, b, device, repeats) -> dict:
+    """Baseline and full with the CLS-only last temporal layer, against the library's, all four alternated."""
+    models = {m: build(m, backbone, temporal_layers, device) for m in ("baseline", "full")}
+    data = {m: make_batch(models[m], b, device) for m in models}
+    with torch.no_grad():  # same loss either way (same weights, same batch)
+        ref = {m: fwd(models[m], data[m], device).item() for m in models}
+        undo = [cls_only_temporal(models[m].temporal) for m in models]
+        got = {m: fwd(models[m], data[m], device).item() for m in models}
+        for u in undo:
+            u()
+    diff = max(abs(ref[m] - got[m]) for m in models)
+    assert diff < 1e-4, f"CLS-only temporal prototype changes the loss by {diff}"
+    times = {}
+    for proto in (False, True):
+        undo = [cls_only_temporal(models[m].temporal) for m in models] if proto else []
+        for m in models:
+            timed_step(models[m], data[m], device)
+        for m in models:
+            times[(m, proto)] = []
+        for _ in range(repeats):
+            for m in models:
+                times[(m, proto)].append(sum(timed_step(models[m], data[m], device)))
+        for u in undo:
+            u()
+    out = {f"{m}{'_prototype' if p else ''}_s": C.median(t) for (m, p), t in times.items()}
+    out.update(batch=b, max_abs_loss_diff=diff)
+    print(f"  prototype CLS-only last temporal layer: {out}")
+    return out
 
 
 PARTS = {  # label: attribute path of the module (or bound method) whose forward is labelled
@@ -206,19 +283,20 @@ def matmul_rate(device, repeats) -> dict:
 
 def run_config(backbone, temporal_layers, batches, device, repeats, do_breakdown, rate) -> dict:
     rows, parts = [], {}
-    for method in ("baseline", "full"):
-        model = build(method, backbone, temporal_layers, device)
-        image_size = list(model.backbone.image_size)
-        for b in batches:
-            batch = make_batch(model, b, device)
-            row = measure(method, model, batch, device, repeats)
+    models = {m: build(m, backbone, temporal_layers, device) for m in ("baseline", "full")}
+    image_size = list(models["baseline"].backbone.image_size)
+    for b in batches:
+        data = {m: make_batch(models[m], b, device) for m in models}  # same seed: the same batch
+        for row in measure_pair(models, data, device, repeats):
             row["mfu"] = row["flops"] / row["step_s"] / rate["flops_per_s"]
             rows.append(row)
-        if do_breakdown:
-            parts[method] = breakdown(model, make_batch(model, batches[0], device), device)
-        del model
+    if do_breakdown:
+        for m, model in models.items():
+            parts[m] = breakdown(model, make_batch(model, batches[0], device), device)
+    del models
     by = {(r["method"], r["batch"]): r for r in rows}
     ratios = {str(b): by[("full", b)]["step_s"] / by[("baseline", b)]["step_s"] for b in batches}
+    paired = {str(b): by[("full", b)]["paired_ratio_median"] for b in batches}
     mem_ratios = {str(b): by[("full", b)]["peak_bytes"] / by[("baseline", b)]["peak_bytes"] for b in batches}
     return {
         "backbone": backbone,
@@ -226,6 +304,7 @@ def run_config(backbone, temporal_layers, batches, device, repeats, do_breakdown
         "image_size": image_size,
         "rows": rows,
         "time_ratio": ratios,
+        "paired_time_ratio": paired,
         "memory_ratio": mem_ratios,
         "breakdown": parts,
     }
@@ -260,7 +339,9 @@ def render(data: dict) -> str:
             )
         )
         ratios = ", ".join(
-            f"B={b}: {t:.2f}x time, {cfg['memory_ratio'][b]:.2f}x memory" for b, t in cfg["time_ratio"].items()
+            f"B={b}: {t:.2f}x time (median of the per-repeat ratios {cfg['paired_time_ratio'][b]:.2f}x), "
+            f"{cfg['memory_ratio'][b]:.2f}x memory"
+            for b, t in cfg["time_ratio"].items()
         )
         out.append(f"\nfull / baseline: {ratios}.\n")
         if cfg.get("bar_batch") is not None:
@@ -292,6 +373,25 @@ def render(data: dict) -> str:
                 )
             )
             out.append("")
+    pt = data.get("prototype_temporal")
+    if pt:
+        base, full = pt["baseline_s"], pt["full_s"]
+        pbase, pfull = pt["baseline_prototype_s"], pt["full_prototype_s"]
+        out.append(
+            f"Prototype of the fix proposed below (last temporal layer on the [CLS] queries only; patched onto the "
+            f"model instances in the benchmark, not library code; loss unchanged, max abs diff "
+            f"{pt['max_abs_loss_diff']:.1e}), B = {pt['batch']}, fwd+bwd medians, all four alternated:\n"
+        )
+        out.append(
+            C.table(
+                ["method", "library s", "prototype s", "speed-up"],
+                [["baseline", base, pbase, f"{base / pbase:.2f}x"], ["full", full, pfull, f"{full / pfull:.2f}x"]],
+            )
+        )
+        out.append(
+            f"\nfull / baseline: {full / base:.2f}x with the library's encoder, {pfull / pbase:.2f}x with the "
+            f"prototype; full with the prototype / baseline as it is today: {pfull / base:.2f}x.\n"
+        )
     return "\n".join(out)
 
 
@@ -343,12 +443,12 @@ def main(argv=None) -> int:
         ]
         if args.backbone:
             plan = [dict(plan[0], backbone=args.backbone, title=args.backbone)]
-        repeats = args.repeats or 5
+        repeats = args.repeats or 9
     rate = matmul_rate(device, repeats)
     print(f"  matmul {rate['flops_per_s'] / 1e9:.0f} GFLOP/s ({rate['dtype']})")
     configs = []
     for cfg in plan:
-        reps = repeats if cfg["backbone"] == "dmae-tiny" or device.type == "cuda" else max(1, min(repeats, 2))
+        reps = repeats if cfg["backbone"] == "dmae-tiny" or device.type == "cuda" else max(1, min(repeats, 3))
         print(f"[{cfg['title']}]")
         res = run_config(
             cfg["backbone"],
@@ -361,6 +461,11 @@ def main(argv=None) -> int:
         )
         res.update(title=cfg["title"], bar_batch=cfg["bar_batch"], repeats=reps)
         configs.append(res)
+    proto = None
+    if not args.quick:
+        print("[prototype: CLS-only last temporal layer]")
+        p0 = plan[0]
+        proto = prototype_temporal(p0["backbone"], p0["temporal_layers"], p0["batches"][0], device, repeats)
     main_cfg = configs[0]
     bar = {
         "met": main_cfg["time_ratio"][str(main_cfg["bar_batch"])] <= 1.3,
@@ -374,6 +479,7 @@ def main(argv=None) -> int:
         "repeats": repeats,
         "matmul": rate,
         "configs": configs,
+        "prototype_temporal": proto,
         "bar": bar,
     }
     C.write_json(C.default_out(TOPIC, args), data)
