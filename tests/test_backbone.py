@@ -270,3 +270,16 @@ def test_gradients_reach_the_tower(output):
         assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
         assert torch.isfinite(params[name].grad).all(), name
     assert all(params[name].grad is None for name in untouched)
+
+
+def test_uint8_frames_are_normalised_on_the_device_like_the_float_transform(enc):
+    """The data pipeline ships uint8 frames; encode_video normalises them exactly as frame_transform would."""
+    from dmae_tpm.data.video import normalizer
+
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (2, 3, 3, *enc.image_size), generator=g, dtype=torch.uint8)  # (B, N, 3, H, W)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    float_frames = normalizer(enc.mean, enc.std)(raw)  # (B, N, 3, H, W) float32
+    a, b = enc.encode_video(raw, mask), enc.encode_video(float_frames, mask)
+    torch.testing.assert_close(a.v_tokens, b.v_tokens, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(enc.normalize(raw), float_frames, rtol=0, atol=1e-6)

@@ -102,7 +102,7 @@ def _check_item(item: dict, backbone) -> None:
     h, w = backbone.image_size
     assert item["tokens"].shape == (L,) and item["tokens"].dtype == torch.long
     assert item["w_pos"].shape == (L,) and item["w_freq"].shape == (L,)
-    assert item["frames"].shape == (N, 3, h, w) and item["frames"].dtype == torch.float32
+    assert item["frames"].shape == (N, 3, h, w) and item["frames"].dtype == torch.uint8
     assert item["frame_mask"].shape == (N,) and item["frame_mask"].dtype == torch.bool
     for key in ("video_index", "caption_index", "n_failed"):
         assert item[key].shape == () and item[key].dtype == torch.long
@@ -211,7 +211,7 @@ def test_eval_video_dataset_skip_bad(backbone, video_dir, caplog):
         items = [ds[v] for v in range(5)]
     assert [bool(it["ok"]) for it in items] == [True, True, True, False, False]
     for it in items[3:]:
-        assert it["frames"].shape == (N, 3, *backbone.image_size) and it["frames"].dtype == torch.float32
+        assert it["frames"].shape == (N, 3, *backbone.image_size) and it["frames"].dtype == torch.uint8
         assert not it["frame_mask"].any() and not it["frames"].any()
     assert "video4.mp4" in caplog.text
     batch = next(iter(DataLoader(ds, batch_size=5)))  # good and dropped videos collate together
@@ -301,7 +301,7 @@ def test_train_loader_batches(msrvtt, train_ds, backbone):
         assert b["tokens"].shape == (4, L) and b["tokens"].dtype == torch.long
         assert b["w_pos"].shape == (4, L) and b["w_pos"].dtype == torch.float32
         assert b["w_freq"].shape == (4, L) and b["w_freq"].dtype == torch.float32
-        assert b["frames"].shape == (4, N, 3, h, w) and b["frames"].dtype == torch.float32
+        assert b["frames"].shape == (4, N, 3, h, w) and b["frames"].dtype == torch.uint8
         assert b["frame_mask"].shape == (4, N) and b["frame_mask"].dtype == torch.bool
         for key in ("video_index", "caption_index", "n_failed"):
             assert b[key].shape == (4,) and b[key].dtype == torch.long

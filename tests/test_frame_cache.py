@@ -100,7 +100,7 @@ def test_video_source_same_with_and_without_cache(cache_dir, videos):
     for vid in paths:
         a_frames, a_mask = plain(vid)
         b_frames, b_mask = cached(vid)
-        assert a_frames.dtype == torch.float32 and a_frames.shape == (4, 3, *SIZE)
+        assert a_frames.dtype == torch.uint8 and a_frames.shape == (4, 3, *SIZE)
         assert torch.equal(a_frames, b_frames) and torch.equal(a_mask, b_mask)
         n = int(a_mask.sum())
         assert n < 4 or vid == "video2"

@@ -191,11 +191,15 @@ class CLIPDualEncoder(nn.Module):
         """h(v) of Sec. 3.1: per-frame [CLS] features and all frame tokens, frame-major; padding gives zeros.
 
         Only real frames go through the ViT, so padding costs no compute and cannot change real features.
+        ``frames`` are either normalised floats or uint8 as the data pipeline gives them (see `normalize`).
         """
         self._check_frames(frames, frame_mask)
         batch, num_frames = frame_mask.shape
         real = frame_mask.reshape(-1)  # (B*N,)
-        encoded = self.encode_frames(frames.flatten(0, 1)[real]) if bool(real.any()) else None  # (R, K+1, D)
+        images = frames.flatten(0, 1)[real]  # (R, 3, H, W)
+        if images.dtype == torch.uint8:  # straight from the data pipeline: normalise on the device
+            images = self.normalize(images)
+        encoded = self.encode_frames(images) if bool(real.any()) else None  # (R, K+1, D)
         dtype = self.clip.visual.proj.dtype if encoded is None else encoded.dtype
         shape = (batch * num_frames, self.tokens_per_frame, self.embed_dim)
         tokens = frames.new_zeros(shape, dtype=dtype)  # (B*N, K+1, D)
@@ -203,6 +207,16 @@ class CLIPDualEncoder(nn.Module):
             tokens[real] = encoded  # (B*N, K+1, D)
         tokens = tokens.view(batch, num_frames, self.tokens_per_frame, self.embed_dim)  # (B, N, K+1, D)
         return VideoFeatures(f_cls=tokens[:, :, 0], v_tokens=tokens.flatten(1, 2), frame_mask=frame_mask)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> float32 in [0, 1], normalised with the backbone's mean / std.
+
+        The data pipeline ships uint8 frames (4x fewer bytes through DataLoader workers, collate and the host-to-
+        device copy) and normalisation runs here, on the model's device, on the real frames only.
+        """
+        mean = torch.tensor(self.mean, device=images.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(3, 1, 1)
+        return (images.float() / 255.0 - mean) / std
 
     def _check_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> None:
         expected = (*frame_mask.shape, 3, *self.image_size)

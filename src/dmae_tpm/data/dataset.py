@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frame_cache import FrameCache
-from .video import FrameSamplingConfig, VideoDecodeError, normalizer, read_frames, resize_crop
+from .video import FrameSamplingConfig, VideoDecodeError, read_frames, resize_crop
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ MAX_REPLACEMENTS = 20
 
 
 class VideoSource:
-    """video id -> normalised frames (N, 3, h, w) and mask (N,), from the frame cache when it has the id."""
+    """video id -> uint8 frames (N, 3, h, w), resized and cropped, zero padding, and mask (N,); from the frame
+    cache when it has the id. Normalisation happens on the model's device (`CLIPDualEncoder.normalize`), so
+    workers, collate and the host-to-device copy move a quarter of the bytes of float frames."""
 
     def __init__(
         self,
@@ -40,16 +42,16 @@ class VideoSource:
         self.paths, self.sampling = dict(paths), sampling
         self.image_size, self.mean, self.std = tuple(image_size), tuple(mean), tuple(std)
         self.cache = FrameCache(cache_dir, sampling, self.image_size) if cache_dir else None
-        self._crop, self._normalize = resize_crop(self.image_size), normalizer(self.mean, self.std)
+        self._crop = resize_crop(self.image_size)
 
     def __getstate__(self):  # closures don't pickle (spawned workers); rebuild them on the other side
         state = self.__dict__.copy()
-        del state["_crop"], state["_normalize"]
+        del state["_crop"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._crop, self._normalize = resize_crop(self.image_size), normalizer(self.mean, self.std)
+        self._crop = resize_crop(self.image_size)
 
     def describe(self, video_id: str) -> str:
         path = self.paths.get(video_id)
@@ -65,8 +67,7 @@ class VideoSource:
                     "scripts/check_dataset.py to list what is missing"
                 )
             cached = read_frames(path, self.sampling, self._crop)  # (N, 3, h, w) uint8, (N,)
-        frames, mask = cached
-        return self._normalize(frames) * mask[:, None, None, None], mask  # padded frames stay exactly 0
+        return cached  # (N, 3, h, w) uint8, (N,)
 
 
 @dataclass
@@ -181,5 +182,5 @@ class VideoDataset(Dataset):
                 ) from err
             log.warning("evaluation: dropping unreadable video %s: %s", self.videos.describe(video_id), err)
             n, size = self.videos.sampling.max_frames, self.videos.image_size
-            frames, mask, ok = torch.zeros(n, 3, *size), torch.zeros(n, dtype=torch.bool), False
+            frames, mask, ok = torch.zeros(n, 3, *size, dtype=torch.uint8), torch.zeros(n, dtype=torch.bool), False
         return {"frames": frames, "frame_mask": mask, "video_index": torch.tensor(v), "ok": torch.tensor(ok)}
