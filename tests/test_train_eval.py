@@ -159,3 +159,29 @@ def test_msvd_format_multi_caption_end_to_end(tmp_path_factory, tmp_path):
     assert metrics["t2v"]["n"] == 18 and metrics["v2t"]["n"] == 6  # v2t: each video against 6 caption groups
     lines = [json.loads(x) for x in (tmp_path / "msvd" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == list(range(1, 7))  # 27 captions // 4 = 6 steps
+
+
+def test_bad_video_budget():
+    from dmae_tpm.trainer import bad_video_budget_exceeded
+
+    assert not bad_video_budget_exceeded(5, 100, 0.01)  # too early to judge
+    assert not bad_video_budget_exceeded(2, 200, 0.01)  # 1% exactly is within the budget
+    assert bad_video_budget_exceeded(3, 200, 0.01)
+    assert bad_video_budget_exceeded(60, 1000, 0.05) and not bad_video_budget_exceeded(50, 1000, 0.05)
+
+
+def test_training_survives_a_corrupt_video_and_counts_it(tmp_path_factory, tmp_path, caplog):
+    from dmae_tpm.data.synthetic import SyntheticConfig, generate
+
+    bench = tmp_path_factory.mktemp("synthetic_bad")
+    generate(SyntheticConfig(**TINY), bench)
+    train_ids = (bench / "MSRVTT_train.9k.csv").read_text().split()[1:]
+    (bench / "videos" / f"{train_ids[0]}.mp4").write_bytes(b"\x00not a video" * 100)
+    cfg = make_cfg(bench, tmp_path / "bad", "data.frame_cache=null", "trainer.epochs=1", "trainer.eval_every=0")
+    cfg.data.synthetic = None
+    with caplog.at_level("WARNING"):
+        out = train(cfg)
+    assert out["step"] == 2
+    progress = checkpoint.load(checkpoint.latest(tmp_path / "bad"))["progress"]
+    assert progress["videos_failed"] >= 1 and progress["videos_tried"] >= 8
+    assert any(f"{train_ids[0]}.mp4" in r.getMessage() for r in caplog.records)

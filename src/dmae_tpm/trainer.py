@@ -54,6 +54,12 @@ def same_video_mask(video_index: torch.Tensor) -> torch.Tensor | None:
     return ignore if ignore.any() else None
 
 
+def bad_video_budget_exceeded(failed: int, tried: int, limit: float, min_tried: int = 200) -> bool:
+    """Stop when more than `limit` of the videos tried failed, judged once `min_tried` videos were tried (a couple
+    of failures in the first batches of a large dataset must not stop the run)."""
+    return tried >= min_tried and failed > limit * tried
+
+
 def _all_reduce(values: list[float], device, op="sum") -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if distributed.world_size() > 1:
@@ -202,7 +208,7 @@ class Trainer:
         p.videos_failed += int(failed)
         p.videos_tried += int(tried)
         limit = self.cfg.data.max_bad_fraction
-        if p.videos_tried >= 200 and p.videos_failed > limit * p.videos_tried:
+        if bad_video_budget_exceeded(p.videos_failed, p.videos_tried, limit):
             raise TooManyBadVideosError(
                 f"{p.videos_failed} of {p.videos_tried} videos tried failed to decode (> data.max_bad_fraction="
                 f"{limit}); the warnings above name them -- run scripts/check_dataset.py --decode"
