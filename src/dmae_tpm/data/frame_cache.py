@@ -187,8 +187,9 @@ class FrameCache:
                 f"{self.errors.get(video_id, 'unknown error')}"
             )
         if self._frames is None:
-            self._frames = np.memmap(self.dir / FRAMES, dtype=np.uint8, mode="r", shape=self.shape)
-        frames = torch.from_numpy(np.array(self._frames[row]))  # (N, 3, h, w) uint8, copied out of the map
+            # Copy-on-write: a writable view without copying; collate's stack is then the only copy of a clip.
+            self._frames = np.memmap(self.dir / FRAMES, dtype=np.uint8, mode="c", shape=self.shape)
+        frames = torch.from_numpy(self._frames[row])  # (N, 3, h, w) uint8, a view of the mapped file
         mask = torch.zeros(self.shape[1], dtype=torch.bool)
         mask[:count] = True
         return frames, mask
