@@ -64,7 +64,8 @@ class TPMCL(nn.Module):
         """Token weights, masks and the partial features t_g, t_g^p and v_h^p of the matched pairs."""
         w_t = text_token_weights(self.text_predictor, video.f_cls, video.frame_mask, text.t_tokens,
                                  text.t_mask)  # (B, M)  Eq. (10)
-        w_v = video_token_weights(self.video_predictor, text.t_cls, video.v_tokens, video.v_mask)  # (B, P) Eq. (11)
+        with torch.no_grad():  # w_v only feeds the discrete selection of Eq. 14: no gradient exists (D14)
+            w_v = video_token_weights(self.video_predictor, text.t_cls, video.v_tokens, video.v_mask)  # (B, P) Eq. (11)
         b_t = informative_token_mask(w_t, self.cfg.threshold)  # (B, M)  Eq. (14)
         b_v = informative_token_mask(w_v, self.cfg.threshold)  # (B, P)
         t_tokens_p = mask_tokens(text.t_tokens, b_t)  # (B, M, D)  Eq. (12)
