@@ -7,7 +7,7 @@ real run pays):
 * raw decode: `read_frames` (decord, the sampled frames only, resize + centre crop, uint8) in one process;
 * raw cache read: `FrameCache.get` of the same clips (uint8 memmap; the cache was just written, so it is in the
   page cache: this is the warm-cache figure);
-* the training dataset (`loaders.train_dataset`, `PairDataset`: frames normalised, Algorithm 1 weights, tokens)
+* the training dataset (`loaders.train_dataset`, `PairDataset`: uint8 frames, Algorithm 1 weights, tokens)
   through `loaders.train_loader` with 0 / 1 / 2 DataLoader workers, decoding or reading the frame cache, on the
   same leading subset of the training videos; the first batch (worker start-up) is not timed;
 * the real trainer (`dmae_tpm.trainer.train`, configs/ composed with Hydra as tests/test_train_eval.py does,
@@ -117,46 +117,42 @@ def raw_cache(cache_dir, ids, size, repeats) -> dict:
     return {"clips": len(ids), "seconds": t, "clips_per_s": len(ids) / t}
 
 
-def clip_costs(cache_dir, ids, size, mean, std, paths, batch: int, repeats: int) -> dict:
-    """Milliseconds per clip of each step the training dataset takes with the frame cache (VideoSource.__call__
-    then the DataLoader's collate), and of a PROTOTYPE of the proposed fix (not library code): a fused in-place
-    normalisation, or uint8 frames through the loader with the normalisation left to the device."""
+def clip_costs(cache_dir, ids, size, backbone, paths, batch: int, repeats: int) -> dict:
+    """Milliseconds per clip of each step of the cached training path: VideoSource.__call__ (uint8 frames from
+    the cache), the DataLoader's collate, and the normalisation the backbone then applies on the model's device
+    (`CLIPDualEncoder.normalize`; measured here on the CPU -- on a GPU it runs there, after the copy)."""
     from dmae_tpm.data.dataset import VideoSource
-    from dmae_tpm.data.video import normalizer
 
     sampling = FrameSamplingConfig(1.0, MAX_FRAMES)
-    src = VideoSource(paths, sampling, (size, size), mean, std, str(cache_dir))
+    src = VideoSource(paths, sampling, (size, size), backbone.mean, backbone.std, str(cache_dir))
     cache = src.cache
-    norm = normalizer(mean, std)
-    raw = [cache.get(v) for v in ids[:batch]]
-    scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1)
-    shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1)
-
-    def fused(frames, mask):
-        out = frames.to(torch.float32).mul_(scale).add_(shift)
-        if not bool(mask.all()):
-            out[~mask] = 0.0
-        return out
-
-    normed = [src(v)[0] for v in ids[:batch]]
+    clips = [src(v)[0] for v in ids[:batch]]
+    stacked = torch.stack(clips)
     steps = {
-        "VideoSource(video_id), whole (cache)": lambda: [src(v) for v in ids[:batch]],
-        "  FrameCache.get (uint8 copy out of the memmap)": lambda: [cache.get(v) for v in ids[:batch]],
-        "  normalizer: to float32 / 255, then (x - mean) / std": lambda: [norm(f) for f, _ in raw],
-        "  x mask (padded frames to 0)": lambda: [
-            x * m[:, None, None, None] for x, (_, m) in zip(normed, raw, strict=True)
-        ],
-        "collate: torch.stack of float32 clips": lambda: torch.stack(normed),
-        "prototype: fused in-place normalisation (one float pass)": lambda: [fused(f, m) for f, m in raw],
-        "prototype: collate uint8 clips (normalise on the device)": lambda: torch.stack([f for f, _ in raw]),
+        "VideoSource(video_id) with the cache (uint8)": lambda: [src(v) for v in ids[:batch]],
+        "  of which FrameCache.get": lambda: [cache.get(v) for v in ids[:batch]],
+        "collate: torch.stack of uint8 clips": lambda: torch.stack(clips),
+        "CLIPDualEncoder.normalize of the batch (on the model's device; here the CPU)": lambda: normalize(stacked),
     }
     out = {}
     for name, fn in steps.items():
         t = C.median(C.time_call(fn, torch.device("cpu"), repeats, warmup=1))
         out[name] = 1e3 * t / batch
-    ref = norm(raw[0][0]) * raw[0][1][:, None, None, None]
-    assert torch.allclose(fused(*raw[0]), ref, atol=1e-5), "prototype normalisation differs"
     return out
+
+
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    from dmae_tpm.backbone import CLIPDualEncoder
+
+    return CLIPDualEncoder.normalize(_NORM, frames)
+
+
+class _Norm:  # what CLIPDualEncoder.normalize reads from self
+    mean = (0.48145466, 0.4578275, 0.40821073)
+    std = (0.26862954, 0.26130258, 0.27577711)
+
+
+_NORM = _Norm()
 
 
 def loader_rate(cfg: DataConfig, dataset, batches: int) -> dict:
@@ -263,13 +259,13 @@ def render(data: dict) -> str:
     if costs:
         names = list(next(iter(costs.values())))
         out.append(
-            "Where a clip's time goes with the frame cache (ms per clip, one process; the two prototype rows "
-            "are the fix proposed below, measured in the benchmark, not library code):\n"
+            "Where a clip's time goes on the cached path (ms per clip, one process; since commit 42bc816 the "
+            "pipeline ships uint8 frames and the backbone normalises them on the model's device):\n"
         )
         out.append(
             C.table(
                 ["step", *(f"{size} px" for size in costs)],
-                [[n.replace("  ", "↳ "), *(costs[size][n] for size in costs)] for n in names],
+                [[n.replace("  of which", "↳ of which"), *(costs[size][n] for size in costs)] for n in names],
             )
         )
         out.append("")
@@ -364,7 +360,7 @@ def main(argv=None) -> int:
                 r["clips_per_s_runs"] = [v["clips_per_s"] for v in vals]
                 res["loader"].append(r)
                 print(f"  loader {'cache ' if cache else 'decode'} workers={workers}: {r['clips_per_s']:.1f} clips/s")
-        res["clip_ms"] = clip_costs(cache_dir, ids, size, tiny.mean, tiny.std, paths, batch, repeats)
+        res["clip_ms"] = clip_costs(cache_dir, ids, size, tiny, paths, batch, repeats)
         for k, v in res["clip_ms"].items():
             print(f"    {k}: {v:.2f} ms/clip")
         sizes[size] = res

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,12 +41,12 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{begin}\n{body.strip()}\n{end}", text)
 
 
-def load(topic: str, cuda: bool) -> dict | None:
+def load_json(topic: str, cuda: bool) -> dict | None:
     path = C.OUT_DIR / f"{topic}{'_cuda' if cuda else ''}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def machine_block(results: dict, cuda: bool, wall: dict | None) -> str:
+def machine_block(results: dict, cuda: bool, wall: dict | None, load: dict | None = None) -> str:
     machines = [d["machine"] for d in results.values() if d]
     if not machines:
         return "not measured yet"
@@ -59,6 +60,12 @@ def machine_block(results: dict, cuda: bool, wall: dict | None) -> str:
         "- 1-minute load average when each script started: "
         + ", ".join(f"{t} {d['machine'].get('load_avg_1m_at_start')}" for t, d in results.items() if d),
     ]
+    if load:
+        lines.append(
+            "- 1-minute load average sampled every 5 s while each script ran, max (this job alone on 2 cores is "
+            "about 2; more means another process shared the CPU): "
+            + ", ".join(f"{t} {v['max']:.2f}" for t, v in load.items() if v.get("max") is not None)
+        )
     if wall:
         total = sum(wall.values())
         lines.append(
@@ -69,17 +76,18 @@ def machine_block(results: dict, cuda: bool, wall: dict | None) -> str:
     return "\n".join(lines)
 
 
-def render_doc(cuda: bool, wall: dict | None = None) -> None:
+def render_doc(cuda: bool, wall: dict | None = None, load: dict | None = None) -> None:
     if not DOC.exists():
         sys.exit(f"{DOC} is missing")
     text = DOC.read_text()
     topics = GPU_TOPICS if cuda else TOPICS
-    results = {t: load(t, cuda) for t in topics}
+    results = {t: load_json(t, cuda) for t in topics}
     if wall is None:
-        old = load("run_all", cuda)
+        old = load_json("run_all", cuda)
         wall = old.get("wall_s") if old else None
+        load = old.get("load") if old else None
     prefix = "gpu_" if cuda else ""
-    text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall))
+    text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall, load))
     for topic, data in results.items():
         if data is None:
             body = (
@@ -106,22 +114,29 @@ def main() -> int:
         render_doc(cuda)
         return 0
     topics = [t for t in (args.only or (GPU_TOPICS if cuda else TOPICS)) if not cuda or t in GPU_TOPICS]
-    wall, failed = {}, []
+    wall, load, failed = {}, {}, []
     for topic in topics:
         cmd = [sys.executable, str(HERE / f"{topic}.py"), "--device", args.device] + (["--quick"] if args.quick else [])
         print(f"=== {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=C.ROOT).returncode
+        proc = subprocess.Popen(cmd, cwd=C.ROOT)
+        loads = []
+        while proc.poll() is None:  # the 1-minute load average while it runs: ~2 is this job alone on 2 cores
+            loads.append(os.getloadavg()[0])
+            time.sleep(5)
+        rc = proc.returncode
         wall[topic] = time.perf_counter() - t0
+        load[topic] = {"max": max(loads, default=None), "mean": sum(loads) / len(loads) if loads else None}
         print(f"=== {topic}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {wall[topic]:.0f} s", flush=True)
         if rc:
             failed.append(topic)
     print("wall time: " + ", ".join(f"{t} {s:.0f} s" for t, s in wall.items()) + f"; total {sum(wall.values()):.0f} s")
     if not args.quick:
-        old = load("run_all", cuda) or {}
+        old = load_json("run_all", cuda) or {}
         merged = {**old.get("wall_s", {}), **wall} if args.only else wall
-        C.write_json(C.OUT_DIR / f"run_all{'_cuda' if cuda else ''}.json", {"wall_s": merged})
-        render_doc(cuda, merged)
+        merged_load = {**old.get("load", {}), **load} if args.only else load
+        C.write_json(C.OUT_DIR / f"run_all{'_cuda' if cuda else ''}.json", {"wall_s": merged, "load": merged_load})
+        render_doc(cuda, merged, merged_load)
     return 1 if failed else 0
 
 
