@@ -85,7 +85,7 @@ def _paths(video_dir: Path, ids=VIDEO_IDS) -> dict[str, Path]:
 
 
 def _source(backbone, paths) -> VideoSource:
-    return VideoSource(paths, SAMPLING, backbone.image_size, backbone.mean, backbone.std)
+    return VideoSource(paths, SAMPLING, backbone.image_size)
 
 
 def _table(backbone, captions_per_video: list[int]) -> TextTable:

@@ -24,8 +24,6 @@ pytestmark = pytest.mark.skipif(
 W, H, FPS = 64, 48, 10
 SIZE = (32, 32)
 SAMPLING = FrameSamplingConfig(fps=1.0, max_frames=4)
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _write_video(path: Path, num_frames: int, seed: int = 0) -> Path:
@@ -94,8 +92,8 @@ def test_round_trip_matches_decoding(cache_dir, videos):
 
 def test_video_source_same_with_and_without_cache(cache_dir, videos):
     paths = {v: videos[v] for v in ("video0", "video1", "video2")}
-    plain = VideoSource(paths, SAMPLING, SIZE, MEAN, STD)
-    cached = VideoSource(paths, SAMPLING, SIZE, MEAN, STD, cache_dir=str(cache_dir))
+    plain = VideoSource(paths, SAMPLING, SIZE)
+    cached = VideoSource(paths, SAMPLING, SIZE, cache_dir=str(cache_dir))
     assert cached.cache is not None and plain.cache is None
     for vid in paths:
         a_frames, a_mask = plain(vid)
@@ -133,9 +131,9 @@ def test_uncached_id_returns_none_and_source_falls_back(cache_dir, videos):
     assert cache.get("video_extra") is None
     extra = _write_video(cache_dir.parent / "extra" / "video_extra.mp4", 25, seed=5)
     paths = {"video0": videos["video0"], "video_extra": extra}
-    source = VideoSource(paths, SAMPLING, SIZE, MEAN, STD, cache_dir=str(cache_dir))
+    source = VideoSource(paths, SAMPLING, SIZE, cache_dir=str(cache_dir))
     frames, mask = source("video_extra")
-    want, want_mask = VideoSource(paths, SAMPLING, SIZE, MEAN, STD)("video_extra")
+    want, want_mask = VideoSource(paths, SAMPLING, SIZE)("video_extra")
     assert torch.equal(frames, want) and torch.equal(mask, want_mask) and int(mask.sum()) == 3
     with pytest.raises(VideoDecodeError, match="no video file for id 'nowhere'"):
         source("nowhere")
@@ -157,7 +155,7 @@ def test_mismatched_settings_raise(cache_dir, sampling, size):
     with pytest.raises(FrameCacheError, match="rebuild"):
         FrameCache(cache_dir, sampling, size)
     with pytest.raises(FrameCacheError, match="rebuild"):
-        VideoSource({}, sampling, size, MEAN, STD, cache_dir=str(cache_dir))
+        VideoSource({}, sampling, size, cache_dir=str(cache_dir))
 
 
 def test_folder_without_meta_raises(tmp_path):
@@ -259,11 +257,11 @@ def test_cli_builds_usable_cache(tmp_path, videos, capsys):
     assert summary["videos"] == 4 and summary["failed"] == 1 and summary["cached"] is False
     meta = json.loads((out / fc.META).read_text())
     assert meta["video_ids"] == ["video0", "video1", "video2", "video9"]
-    source = VideoSource({}, SAMPLING, SIZE, MEAN, STD, cache_dir=str(out))  # no files: everything from the cache
+    source = VideoSource({}, SAMPLING, SIZE, cache_dir=str(out))  # no files: everything from the cache
     paths = {v: videos[v] for v in ("video0", "video1", "video2")}
     for vid in paths:
         frames, mask = source(vid)
-        want, want_mask = VideoSource(paths, SAMPLING, SIZE, MEAN, STD)(vid)
+        want, want_mask = VideoSource(paths, SAMPLING, SIZE)(vid)
         assert torch.equal(frames, want) and torch.equal(mask, want_mask)
     with pytest.raises(VideoDecodeError, match="video9"):
         source("video9")
@@ -274,7 +272,7 @@ def test_pickled_cache_does_not_carry_the_frames(cache_dir, videos):
     import pickle
 
     paths = {v: videos[v] for v in ("video0", "video1", "video2")}
-    source = VideoSource(paths, SAMPLING, SIZE, MEAN, STD, cache_dir=str(cache_dir))
+    source = VideoSource(paths, SAMPLING, SIZE, cache_dir=str(cache_dir))
     first = source("video1")  # opens the memmap in this process
     assert source.cache._frames is not None
     payload = pickle.dumps(source)

@@ -124,7 +124,7 @@ def clip_costs(cache_dir, ids, size, backbone, paths, batch: int, repeats: int) 
     from dmae_tpm.data.dataset import VideoSource
 
     sampling = FrameSamplingConfig(1.0, MAX_FRAMES)
-    src = VideoSource(paths, sampling, (size, size), backbone.mean, backbone.std, str(cache_dir))
+    src = VideoSource(paths, sampling, (size, size), str(cache_dir))
     cache = src.cache
     clips = [src(v)[0] for v in ids[:batch]]
     stacked = torch.stack(clips)

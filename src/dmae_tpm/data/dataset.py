@@ -35,12 +35,9 @@ class VideoSource:
         paths: Mapping[str, Path],
         sampling: FrameSamplingConfig,
         image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
         cache_dir: str | None = None,
     ):
-        self.paths, self.sampling = dict(paths), sampling
-        self.image_size, self.mean, self.std = tuple(image_size), tuple(mean), tuple(std)
+        self.paths, self.sampling, self.image_size = dict(paths), sampling, tuple(image_size)
         self.cache = FrameCache(cache_dir, sampling, self.image_size) if cache_dir else None
         self._crop = resize_crop(self.image_size)
 

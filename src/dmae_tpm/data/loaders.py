@@ -110,7 +110,7 @@ def video_source(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncod
             cfg.videos,
         )
     sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
-    return VideoSource(paths, sampling, backbone.image_size, backbone.mean, backbone.std, cfg.frame_cache)
+    return VideoSource(paths, sampling, backbone.image_size, cfg.frame_cache)
 
 
 def train_dataset(
