@@ -44,9 +44,19 @@ def encode_captions(model: DMAETPM, loader: DataLoader, device, autocast, dtype)
         )
     if not parts:
         raise ValueError("no captions to encode")
-    return TextInput(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq"))
-    )
+    return _map_text(lambda *xs: torch.cat(xs), *parts)
+
+
+def _map_text(fn, *texts: TextInput) -> TextInput:
+    """Apply `fn` field by field across TextInputs (concatenate parts, gather across ranks)."""
+    fields = ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")
+    return TextInput(*(fn(*(getattr(t, f) for t in texts)) for f in fields))
+
+
+def _encode_captions_gathered(model: DMAETPM, loader: DataLoader, runtime, dtype) -> TextInput:
+    """Every rank's shard of captions encoded, then all of them on every rank, in rank order."""
+    text = encode_captions(model, loader, runtime.device, runtime.autocast, dtype)
+    return _map_text(distributed.gather_varsize, text)
 
 
 @torch.no_grad()
@@ -108,10 +118,9 @@ def postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | Non
 
 def _encode_all(model, loaders, runtime, cfg: EvalConfig):
     dtype = torch.float16 if (cfg.half and runtime.device.type == "cuda") else torch.float32
-    text = encode_captions(model, loaders["captions"], runtime.device, runtime.autocast, dtype)
+    text = _encode_captions_gathered(model, loaders["captions"], runtime, dtype)
     v_h, frame_mask, ok = encode_videos(model, loaders["videos"], runtime.device, runtime.autocast, dtype)
     gather = distributed.gather_varsize
-    text = TextInput(*(gather(getattr(text, f)) for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")))
     return text, gather(v_h), gather(frame_mask), gather(ok)
 
 
@@ -139,14 +148,7 @@ def evaluate_model(
         sim = _shared_sim(model, text, v_h, frame_mask, runtime, cfg)
         bank_sim = None
         if bank_loader is not None:
-            dtype = text.t_cls.dtype
-            bank = encode_captions(model, bank_loader, runtime.device, runtime.autocast, dtype)
-            bank = TextInput(
-                *(
-                    distributed.gather_varsize(getattr(bank, f))
-                    for f in ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")
-                )
-            )
+            bank = _encode_captions_gathered(model, bank_loader, runtime, text.t_cls.dtype)
             bank_sim = _shared_sim(model, bank, v_h, frame_mask, runtime, cfg)
     finally:
         model.train(was_training)
@@ -211,10 +213,7 @@ def evaluate_checkpoint(cfg) -> dict | None:
             cfg.data, model.backbone, model_cfg.max_words, model_cfg.max_frames
         )
         w, r = runtime.world, runtime.rank
-        eval_loaders = {
-            "captions": loaders.eval_loader(cfg.data, captions, w, r),
-            "videos": loaders.eval_loader(cfg.data, videos, w, r),
-        }
+        eval_loaders = loaders.eval_loaders(cfg.data, captions, videos, w, r)
         bank = None
         if cfg.eval.postprocess == "qbnorm":
             bank = _bank(cfg, model, model_cfg.max_words, w, r)

@@ -79,10 +79,7 @@ class Trainer:
         self.train_set = loaders.train_dataset(cfg.data, self.model.backbone, m.max_words, m.max_frames, cfg.seed)
         self.split, captions, videos = loaders.eval_datasets(cfg.data, self.model.backbone, m.max_words, m.max_frames)
         w, r = runtime.world, runtime.rank
-        self.eval_loaders = {
-            "captions": loaders.eval_loader(cfg.data, captions, w, r),
-            "videos": loaders.eval_loader(cfg.data, videos, w, r),
-        }
+        self.eval_loaders = loaders.eval_loaders(cfg.data, captions, videos, w, r)
         self.bank_loader = self._bank_loader() if cfg.eval.postprocess == "qbnorm" else None
         self.steps_per_epoch = loaders.steps_per_epoch(cfg.data, self.train_set, w)
         self.total_steps = cfg.trainer.epochs * self.steps_per_epoch

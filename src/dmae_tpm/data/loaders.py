@@ -66,8 +66,9 @@ def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> No
         if cfg.frame_cache and cfg.build_frame_cache and not (Path(cfg.frame_cache) / "meta.json").exists():
             ids = list(dict.fromkeys(v for s in (cfg.train_split, cfg.test_split) for v in read(cfg, s).video_ids))
             sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
-            summary = build_frame_cache(cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling,
-                                        image_size, cfg.num_workers)
+            summary = build_frame_cache(
+                cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling, image_size, cfg.num_workers
+            )
             log.info("frame cache at %s: %s", cfg.frame_cache, summary)
     _barrier()
 
@@ -201,3 +202,8 @@ def eval_loader(cfg: DataConfig, dataset, world: int, rank: int) -> DataLoader:
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def eval_loaders(cfg: DataConfig, captions, videos, world: int, rank: int) -> dict[str, DataLoader]:
+    """The evaluator's two loaders: captions and videos are encoded separately, each video decoded once."""
+    return {"captions": eval_loader(cfg, captions, world, rank), "videos": eval_loader(cfg, videos, world, rank)}
