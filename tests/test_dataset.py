@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _media import write_gradient_video
 from torch.utils.data import DataLoader
 
 from dmae_tpm.backbone import BackboneConfig, build_backbone
@@ -26,33 +27,9 @@ pytestmark = pytest.mark.skipif(
     reason="writing/decoding test videos needs PyAV (av) and decord",
 )
 
-W, H, FPS = 64, 48, 10
 L, N = 16, 4  # max_words, max_frames
 SAMPLING = FrameSamplingConfig(fps=1.0, max_frames=N)
 ITEM_KEYS = {"tokens", "w_pos", "w_freq", "frames", "frame_mask", "video_index", "caption_index", "n_failed"}
-
-
-def _write_video(path: Path, num_frames: int, seed: int = 0) -> Path:
-    """A tiny H.264 mp4 (W x H, FPS): each frame a horizontal gradient tinted by its index."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    stream.options = {"crf": "10"}
-    ramp = np.linspace(0, 255, W, dtype=np.float32)[None, :].astype(np.uint8)
-    for i in range(num_frames):
-        image = np.empty((H, W, 3), np.uint8)
-        image[..., 0] = ramp
-        image[..., 1] = (5 * i + 40 * seed) % 256
-        image[..., 2] = 255 - ramp
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
 
 
 def _corrupt(path: Path) -> Path:
@@ -71,7 +48,7 @@ def video_dir(tmp_path_factory) -> Path:
     """video0..video2 good (20, 30, 40 frames), video3 absent, video4 corrupt."""
     root = tmp_path_factory.mktemp("videos")
     for k, n in enumerate((20, 30, 40)):
-        _write_video(root / f"video{k}.mp4", n, seed=k)
+        write_gradient_video(root / f"video{k}.mp4", n, seed=k)
     _corrupt(root / "video4.mp4")
     return root
 
@@ -263,7 +240,7 @@ def msrvtt(tmp_path_factory):
     root = tmp_path_factory.mktemp("msrvtt")
     ann = _write_msrvtt(root / "annotations")
     for k, v in enumerate([*TRAIN, *TEST]):
-        _write_video(root / "videos" / ("sub" if k % 2 else "") / f"{v}.mp4", 20 + 3 * k, seed=k)
+        write_gradient_video(root / "videos" / ("sub" if k % 2 else "") / f"{v}.mp4", 20 + 3 * k, seed=k)
     return loaders.DataConfig(
         name="tiny-msrvtt",
         annotations=str(ann),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _media import write_gradient_video
 
 from dmae_tpm.data import frame_cache as fc
 from dmae_tpm.data.dataset import VideoSource
@@ -21,39 +22,15 @@ pytestmark = pytest.mark.skipif(
     reason="writing/decoding test videos needs PyAV (av) and decord",
 )
 
-W, H, FPS = 64, 48, 10
 SIZE = (32, 32)
 SAMPLING = FrameSamplingConfig(fps=1.0, max_frames=4)
-
-
-def _write_video(path: Path, num_frames: int, seed: int = 0) -> Path:
-    """A tiny H.264 mp4 (W x H, FPS): each frame a horizontal gradient tinted by its index (distinct frames)."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    stream.options = {"crf": "10"}
-    ramp = np.linspace(0, 255, W, dtype=np.float32)[None, :]
-    for i in range(num_frames):
-        image = np.empty((H, W, 3), np.uint8)
-        image[..., 0] = ramp.astype(np.uint8)
-        image[..., 1] = (5 * i + 40 * seed) % 256
-        image[..., 2] = 255 - ramp.astype(np.uint8)
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:
     """Three good videos (2, 3 and 4 sampled frames at 1 fps) and one corrupt file."""
     root = tmp_path_factory.mktemp("videos")
-    paths = {f"video{k}": _write_video(root / f"video{k}.mp4", n, seed=k) for k, n in enumerate((20, 30, 40))}
+    paths = {f"video{k}": write_gradient_video(root / f"video{k}.mp4", n, seed=k) for k, n in enumerate((20, 30, 40))}
     corrupt = root / "video3.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     paths["video3"] = corrupt
@@ -129,7 +106,7 @@ def test_failed_decode_error_text_is_recorded(tmp_path, videos):
 def test_uncached_id_returns_none_and_source_falls_back(cache_dir, videos):
     cache = FrameCache(cache_dir, SAMPLING, SIZE)
     assert cache.get("video_extra") is None
-    extra = _write_video(cache_dir.parent / "extra" / "video_extra.mp4", 25, seed=5)
+    extra = write_gradient_video(cache_dir.parent / "extra" / "video_extra.mp4", 25, seed=5)
     paths = {"video0": videos["video0"], "video_extra": extra}
     source = VideoSource(paths, SAMPLING, SIZE, cache_dir=str(cache_dir))
     frames, mask = source("video_extra")

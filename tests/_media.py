@@ -1,0 +1,32 @@
+"""Tiny real videos for the data tests, written with PyAV (imported lazily: callers skip when it is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+W, H, FPS = 64, 48, 10
+
+
+def write_gradient_video(path: Path, num_frames: int, seed: int = 0) -> Path:
+    """A tiny H.264 mp4 (W x H, FPS): each frame a horizontal gradient tinted by its index (distinct frames)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    stream.options = {"crf": "10"}
+    ramp = np.linspace(0, 255, W, dtype=np.float32)[None, :].astype(np.uint8)
+    for i in range(num_frames):
+        image = np.empty((H, W, 3), np.uint8)
+        image[..., 0] = ramp
+        image[..., 1] = (5 * i + 40 * seed) % 256
+        image[..., 2] = 255 - ramp
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
