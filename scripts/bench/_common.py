@@ -197,6 +197,18 @@ def mib(n: float | None) -> float | None:
 # ----- output ------------------------------------------------------------------------------------------------
 
 
+def result(topic: str, quick: bool, device, repeats: int, **fields: Any) -> dict[str, Any]:
+    """A benchmark's JSON record: what ran, where, how often, then its own `fields`."""
+    return {
+        "topic": topic,
+        "quick": quick,
+        "device": str(device),
+        "machine": machine_info(),
+        "repeats": repeats,
+        **fields,
+    }
+
+
 def default_out(topic: str, args) -> Path:
     if args.out is not None:
         return args.out

@@ -374,17 +374,16 @@ def main(argv=None) -> int:
             waits = [round(r["data_wait"], 3) for r in t["records"]]
             print(f"  trainer {'cache' if fc else 'decode'}: data_wait {waits}")
             trainer.append(t)
-    data = {
-        "topic": TOPIC,
-        "quick": quick,
-        "device": "cpu",
-        "machine": C.machine_info(),
-        "repeats": repeats,
-        "subset": subset,
-        "loader_batch": batch,
-        "sizes": sizes,
-        "trainer": trainer,
-    }
+    data = C.result(
+        TOPIC,
+        quick,
+        "cpu",
+        repeats,
+        subset=subset,
+        loader_batch=batch,
+        sizes=sizes,
+        trainer=trainer,
+    )
     text = render(data)
     data["bar"] = {
         "met": all(s["bar_ratio"] >= 5 for s in sizes.values()),

@@ -215,15 +215,14 @@ def main(argv=None) -> int:
         if backbone == "ViT-B-32"
         else "dmae-tiny, ModelConfig defaults, 12 frames, fp32"
     )
-    data = {
-        "topic": TOPIC,
-        "quick": args.quick,
-        "device": str(device),
-        "machine": C.machine_info(),
-        "repeats": repeats,
-        "eval": ev,
-        "train": {"model": model_desc, "points": pts},
-    }
+    data = C.result(
+        TOPIC,
+        args.quick,
+        str(device),
+        repeats,
+        eval=ev,
+        train={"model": model_desc, "points": pts},
+    )
     if not args.quick:
         data["plots"] = plot(data)
     C.write_json(C.default_out(TOPIC, args), data)

@@ -375,24 +375,23 @@ def main(argv=None) -> int:
         r["matmul_fraction"] = r["nominal_flops_per_s"] / refs[r["shape"]].rate
     ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
     proto = rows[-1]
-    data = {
-        "topic": TOPIC,
-        "quick": args.quick,
-        "device": str(device),
-        "machine": C.machine_info(),
-        "repeats": repeats,
-        "chunks": [tc, vc],
-        "feature_dtype": str(feat_dtype),
-        "matmul": {"dtype": str(mm_dtype).replace("torch.", ""), "by_shape": by_shape},
-        "rows": rows,
-        "memory": memory,
-        "bar": {
+    data = C.result(
+        TOPIC,
+        args.quick,
+        str(device),
+        repeats,
+        chunks=[tc, vc],
+        feature_dtype=str(feat_dtype),
+        matmul={"dtype": str(mm_dtype).replace("torch.", ""), "by_shape": by_shape},
+        rows=rows,
+        memory=memory,
+        bar={
             "met": ti["matmul_fraction"] >= 0.5,
             "fraction": ti["matmul_fraction"],
             "prototype_fraction": proto["matmul_fraction"],
             "prototype_speedup": proto["pairs_per_s"] / ti["pairs_per_s"],
         },
-    }
+    )
     C.write_json(C.default_out(TOPIC, args), data)
     print(render(data))
     return 0

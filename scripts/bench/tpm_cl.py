@@ -487,15 +487,14 @@ def main(argv=None) -> int:
         s["title"] = title
         s["bar"] = bar(s, 128 if not args.quick else 8)
         settings.append(s)
-    data = {
-        "topic": TOPIC,
-        "quick": args.quick,
-        "device": str(device),
-        "machine": C.machine_info(),
-        "repeats": repeats,
-        "shapes": {"D": D, "words": M, "frames": N, "tokens_per_frame": K1},
-        "settings": settings,
-    }
+    data = C.result(
+        TOPIC,
+        args.quick,
+        str(device),
+        repeats,
+        shapes={"D": D, "words": M, "frames": N, "tokens_per_frame": K1},
+        settings=settings,
+    )
     C.write_json(C.default_out(TOPIC, args), data)
     print(render(data))
     return 0

@@ -494,17 +494,16 @@ def main(argv=None) -> int:
         "met": main_cfg["time_ratio"][str(main_cfg["bar_batch"])] <= 1.3,
         "ratio": main_cfg["time_ratio"][str(main_cfg["bar_batch"])],
     }
-    data = {
-        "topic": TOPIC,
-        "quick": args.quick,
-        "device": str(device),
-        "machine": C.machine_info(),
-        "repeats": repeats,
-        "matmul": rate,
-        "configs": configs,
-        "prototype_temporal": proto,
-        "bar": bar,
-    }
+    data = C.result(
+        TOPIC,
+        args.quick,
+        str(device),
+        repeats,
+        matmul=rate,
+        configs=configs,
+        prototype_temporal=proto,
+        bar=bar,
+    )
     C.write_json(C.default_out(TOPIC, args), data)
     print(render(data))
     return 0
