@@ -283,3 +283,15 @@ def test_uint8_frames_are_normalised_on_the_device_like_the_float_transform(enc)
     a, b = enc.encode_video(raw, mask), enc.encode_video(float_frames, mask)
     torch.testing.assert_close(a.v_tokens, b.v_tokens, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(enc.normalize(raw), float_frames, rtol=0, atol=1e-6)
+
+
+def test_normalize_pixels_is_the_affine_form_of_mean_std_and_takes_uint8_only():
+    from dmae_tpm.backbone import normalize_pixels, pixel_affine
+
+    mean, std = (0.5, 0.25, 0.125), (0.5, 0.25, 2.0)
+    raw = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # (1, 3, 2, 2)
+    want = torch.tensor([(0 / 255 - 0.5) / 0.5, (51 / 255 - 0.25) / 0.25, (1.0 - 0.125) / 2.0])  # by hand
+    got = normalize_pixels(raw, *pixel_affine(mean, std))
+    torch.testing.assert_close(got, want.view(1, 3, 1, 1).expand(1, 3, 2, 2), rtol=0, atol=1e-6)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_pixels(raw.float(), *pixel_affine(mean, std))

@@ -174,6 +174,25 @@ def test_official_dmae_matches_authors_formula(ta, va):
             assert abs(got[a, b].item() - 0.5 * (sent + words)) < 1e-12
 
 
+def test_official_dmae_one_frame_video_has_no_second_frame_term_and_finite_grads():
+    """A video with one real frame has no `second` frame: its term is 0, and no -inf leaks into the gradient."""
+    text, v_h, fm = _batch(seed=6)
+    fm[1, 1:] = False
+    sim = Similarity(SimilarityConfig("ti", True, True, "official"), 8).double()
+    t_tok, v = text.t_tokens.clone().requires_grad_(True), v_h.clone().requires_grad_(True)
+    got = sim(TextInput(text.t_cls, t_tok, text.t_mask, text.w_pos, text.w_freq), v, fm)
+    for a in range(3):
+        tm = text.t_mask[a]
+        w = (text.w_pos[a] * text.w_freq[a])[tm].tolist()
+        if sum(w) == 0:
+            continue
+        sent = naive_official_term(text.t_cls[a][None], [1.0], v_h[1][fm[1]], True)
+        words = naive_official_term(text.t_tokens[a][tm], w, v_h[1][fm[1]], True)
+        assert abs(got[a, 1].item() - 0.5 * (sent + words)) < 1e-12
+    got.sum().backward()
+    assert torch.isfinite(t_tok.grad).all() and torch.isfinite(v.grad).all()
+
+
 # -- properties of both variants ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["paper", "official"])
 @pytest.mark.parametrize("inter", ["ti", "wti"])

@@ -3,7 +3,7 @@
 import torch
 
 from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
-from dmae_tpm.token_interaction import TokenWeights, cosine_tokens, token_interaction
+from dmae_tpm.token_interaction import TokenWeights, all_pairs_token_interaction, cosine_tokens, token_interaction
 
 
 def naive_ti(s, text_w=None, video_w=None):
@@ -127,3 +127,28 @@ def test_gradcheck_ti_and_wti():
 def test_text_input_indexing():
     t = TextInput(torch.zeros(3, 2), torch.zeros(3, 4, 2), torch.ones(3, 4, dtype=torch.bool))
     assert t[1:].t_cls.shape == (2, 2) and t[1:].w_pos is None
+
+
+def test_all_pairs_equals_the_broadcast_formulation_with_empty_rows():
+    """The fused all-pairs path (one matmul, -inf added in place) against token_interaction on the broadcast
+    (B_t, B_v, M, N) tensor: same scores and same gradients, also for a caption with no real word and a video
+    with no real frame (their maxima count as 0, not -inf or NaN)."""
+    t, v, tm, vm = _random_batch(bt=4, bv=5, seed=3)
+    tm[3] = False
+    vm[4] = False
+    g = torch.Generator().manual_seed(4)
+    tw = torch.softmax(torch.randn(4, 6, generator=g, dtype=torch.float64), -1) * tm
+    vw = torch.softmax(torch.randn(5, 5, generator=g, dtype=torch.float64), -1) * vm
+    for weights in ((None, None), (tw, vw)):
+        ta, va = t.clone().requires_grad_(True), v.clone().requires_grad_(True)
+        tb, vb = t.clone().requires_grad_(True), v.clone().requires_grad_(True)
+        fused = all_pairs_token_interaction(ta, tm, va, vm, *weights)
+        w_t, w_v = (None, None) if weights[0] is None else (weights[0][:, None], weights[1][None])
+        broadcast = token_interaction(cosine_tokens(tb, vb, pairwise=True), tm[:, None], vm[None], w_t, w_v)
+        assert fused.shape == (4, 5)
+        assert torch.allclose(fused, broadcast, atol=1e-12)
+        assert (fused[3] == 0).all() and (fused[:, 4] == 0).all()
+        fused.pow(2).sum().backward()
+        broadcast.pow(2).sum().backward()
+        assert torch.isfinite(ta.grad).all() and torch.isfinite(va.grad).all()
+        assert torch.allclose(ta.grad, tb.grad, atol=1e-12) and torch.allclose(va.grad, vb.grad, atol=1e-12)

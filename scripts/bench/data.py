@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from dmae_tpm.backbone import BackboneConfig, build_backbone  # noqa: E402
+from dmae_tpm.backbone import BackboneConfig, build_backbone, normalize_pixels, pixel_affine  # noqa: E402
 from dmae_tpm.data import loaders  # noqa: E402
 from dmae_tpm.data.annotations import video_path_index  # noqa: E402
 from dmae_tpm.data.frame_cache import FrameCache, build_frame_cache  # noqa: E402
@@ -142,17 +142,10 @@ def clip_costs(cache_dir, ids, size, backbone, paths, batch: int, repeats: int) 
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
-    from dmae_tpm.backbone import CLIPDualEncoder
-
-    return CLIPDualEncoder.normalize(_NORM, frames)
+    return normalize_pixels(frames, *_AFFINE)
 
 
-class _Norm:  # what CLIPDualEncoder.normalize reads from self
-    mean = (0.48145466, 0.4578275, 0.40821073)
-    std = (0.26862954, 0.26130258, 0.27577711)
-
-
-_NORM = _Norm()
+_AFFINE = pixel_affine((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))  # CLIP's
 
 
 def loader_rate(cfg: DataConfig, dataset, batches: int) -> dict:

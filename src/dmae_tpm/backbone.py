@@ -87,6 +87,20 @@ def _vit_embeds(visual: VisionTransformer, images: torch.Tensor) -> torch.Tensor
     return _vit_embeds_by_parts(visual, images)  # (M, K+1, W)
 
 
+def pixel_affine(mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / 255 - mean) / std written as x * scale + shift: two in-place passes instead of four copies."""
+    mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std  # (3, 1, 1) each
+
+
+def normalize_pixels(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> normalised float32, with scale / shift from `pixel_affine`."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 frames, got {images.dtype}")
+    return images.to(torch.float32).mul_(scale).add_(shift)  # the conversion is a new tensor: safe in place
+
+
 class CLIPDualEncoder(nn.Module):
     """The CLIP text encoder g and video encoder h of Sec. 3.1 / Appendix A.1, over an open_clip CLIP model.
 
@@ -117,6 +131,10 @@ class CLIPDualEncoder(nn.Module):
         preprocess = open_clip.get_model_preprocess_cfg(clip)
         self.mean: tuple[float, ...] = tuple(preprocess["mean"])
         self.std: tuple[float, ...] = tuple(preprocess["std"])
+        scale, shift = pixel_affine(self.mean, self.std)
+        # not in the state dict: they follow the preprocess config, and old checkpoints load unchanged
+        self.register_buffer("pixel_scale", scale, persistent=False)  # (3, 1, 1)
+        self.register_buffer("pixel_shift", shift, persistent=False)  # (3, 1, 1)
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -209,14 +227,12 @@ class CLIPDualEncoder(nn.Module):
         return VideoFeatures(f_cls=tokens[:, :, 0], v_tokens=tokens.flatten(1, 2), frame_mask=frame_mask)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., 3, H, W) -> float32 in [0, 1], normalised with the backbone's mean / std.
+        """uint8 (..., 3, H, W) -> float32, (x / 255 - mean) / std with the backbone's mean / std.
 
         The data pipeline ships uint8 frames (4x fewer bytes through DataLoader workers, collate and the host-to-
         device copy) and normalisation runs here, on the model's device, on the real frames only.
         """
-        mean = torch.tensor(self.mean, device=images.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(3, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+        return normalize_pixels(images, self.pixel_scale, self.pixel_shift)
 
     def _check_frames(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> None:
         expected = (*frame_mask.shape, 3, *self.image_size)

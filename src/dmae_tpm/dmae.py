@@ -23,7 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .textual_attention import textual_attention, uniform_textual_attention
-from .token_interaction import TokenWeights, cosine_tokens, masked_max, masked_mean, token_interaction
+from .token_interaction import (
+    TokenWeights,
+    all_pairs_token_interaction,
+    cosine_tokens,
+    finite_or_zero,
+    masked_max,
+    masked_mean,
+    neg_inf_bias,
+    token_interaction,
+    uniform_weights,
+)
 from .visual_attention import frame_self_similarity, identity_visual_attention, visual_attention
 
 
@@ -80,13 +90,11 @@ class Similarity(nn.Module):
 
     # -- plain TI / WTI ---------------------------------------------------------------------------------------
     def plain(self, t_tokens, t_mask, v_h, frame_mask, pairwise: bool = True) -> torch.Tensor:
-        """TI/WTI between text tokens and frames. pairwise=False scores B matched pairs instead: (B,)."""
-        sim = cosine_tokens(t_tokens, v_h, pairwise)  # (B_t, B_v, M, N) or (B, M, N)
+        """TI/WTI between text tokens and frames: (B_t, B_v). pairwise=False scores B matched pairs: (B,)."""
         tw, vw = self._token_weights(t_tokens, t_mask, v_h, frame_mask)
         if pairwise:
-            t_mask, frame_mask = t_mask[:, None], frame_mask[None]
-            tw = None if tw is None else tw[:, None]
-            vw = None if vw is None else vw[None]
+            return all_pairs_token_interaction(t_tokens, t_mask, v_h, frame_mask, tw, vw)
+        sim = cosine_tokens(t_tokens, v_h, pairwise=False)  # (B, M, N)
         return token_interaction(sim, t_mask, frame_mask, tw, vw)
 
     def _token_weights(self, t_tokens, t_mask, v_h, frame_mask):
@@ -139,39 +147,46 @@ class Similarity(nn.Module):
         return 0.5 * (sentence + words)
 
     def _official_score(self, x, x_mask, x_weight, v_h, frame_mask) -> torch.Tensor:
-        """One of the two terms of the authors' `_get_wti_similarity`, padding excluded from every max."""
+        """One of the two terms of the authors' `_get_wti_similarity`, padding excluded from every max.
+
+        Laid out like `all_pairs_token_interaction`: one matmul kept as (C, L, V, N), padding added as -inf.
+        """
         x_mask = x_mask.bool()
-        sim = cosine_tokens(x, v_h, pairwise=True)  # (B_t, B_v, L, N)
+        (c, length, d), (v, n, _) = x.shape, v_h.shape
         # Words whose textual weight is 0 keep a similarity of exactly 0, as the authors' clamp(w, 0, 1) does.
-        sim = sim * (x_weight > 0).to(sim.dtype)[:, None, :, None]
-        pair_mask = x_mask[:, None, :, None] & frame_mask[None, :, None, :]  # (B_t, B_v, L, N)
-        t2v = masked_max(sim, pair_mask, dim=-1)  # (B_t, B_v, L)
+        x_hat = F.normalize(x, dim=-1) * (x_weight > 0).to(x.dtype)[..., None]  # (C, L, D)
+        v_hat = F.normalize(v_h, dim=-1)
+        s = (x_hat.reshape(c * length, d) @ v_hat.reshape(v * n, d).T).view(c, length, v, n)  # (C, L, V, N)
+        s += neg_inf_bias(x_mask, s.dtype)[:, :, None, None]
+        s += neg_inf_bias(frame_mask, s.dtype)[None, None]
+        t2v, best = s.max(3)  # (C, L, V) each: every word's best frame
+        t2v = finite_or_zero(t2v)
         if self.cfg.visual_attention:
-            t2v = t2v + self.cfg.official_self_weight * _second_frame_term(sim, pair_mask, v_h, frame_mask)
-        v2t = masked_max(sim, pair_mask, dim=-2)  # (B_t, B_v, N)
+            t2v = t2v + self.cfg.official_self_weight * _second_frame_term(s, best, v_h, frame_mask)
+        v2t = finite_or_zero(s.amax(1))  # (C, V, N)
         if self.weights is None:
-            t2v = (t2v * x_weight[:, None]).sum(-1) / x_weight.sum(-1).clamp_min(1e-12)[:, None]
-            v2t = masked_mean(v2t, frame_mask[None].expand_as(v2t))
+            t2v = torch.einsum("clv,cl->cv", t2v, x_weight.to(t2v.dtype)) / x_weight.sum(-1).clamp_min(1e-12)[:, None]
+            v2t = torch.einsum("cvn,vn->cv", v2t, uniform_weights(frame_mask, v2t.dtype))
         else:
-            learned = self.weights.text(x, x_mask)  # (B_t, L)
-            t2v = (t2v * x_weight[:, None] * learned[:, None]).sum(-1)
-            v2t = (v2t * self.weights.video(v_h, frame_mask)[None]).sum(-1)
+            learned = self.weights.text(x, x_mask)  # (C, L)
+            t2v = torch.einsum("clv,cl->cv", t2v, (x_weight * learned).to(t2v.dtype))
+            v2t = torch.einsum("cvn,vn->cv", v2t, self.weights.video(v_h, frame_mask).to(v2t.dtype))
         return 0.5 * (t2v + v2t)
 
 
-def _second_frame_term(sim, pair_mask, v_h, frame_mask) -> torch.Tensor:
+def _second_frame_term(s, best, v_h, frame_mask) -> torch.Tensor:
     """For each text token: f2f(best, second) x sim(token, second), where `best` is the token's best frame
-    and `second` the frame most similar to it (authors' self_weight). 0 if the video has one real frame."""
-    best = sim.masked_fill(~pair_mask, float("-inf")).argmax(-1)  # (B_t, B_v, L)
-    f2f = frame_self_similarity(v_h)  # (B_v, N, N)
+    and `second` the frame most similar to it (authors' self_weight). 0 if the video has one real frame.
+
+    s: (C, L, V, N) with -inf on padding; best: (C, L, V). Returns (C, L, V).
+    """
+    f2f = frame_self_similarity(v_h)  # (V, N, N)
     n = f2f.shape[-1]
     other = frame_mask[:, :, None] & frame_mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=f2f.device)
-    f2f_best, second = f2f.masked_fill(~other, float("-inf")).max(-1)  # (B_v, N) each
-    has_second = torch.isfinite(f2f_best)
-    f2f_best = f2f_best.masked_fill(~has_second, 0.0)
-    b_t, b_v, l_len = best.shape
-    expand = (lambda t: t[None, :, None, :].expand(b_t, b_v, l_len, n))  # noqa: E731
-    weight = expand(f2f_best).gather(-1, best[..., None]).squeeze(-1)  # (B_t, B_v, L)
-    second_of_best = expand(second).gather(-1, best[..., None])  # (B_t, B_v, L, 1)
-    sim_second = sim.gather(-1, second_of_best).squeeze(-1)  # (B_t, B_v, L)
-    return weight * sim_second
+    f2f_best, second = f2f.masked_fill(~other, float("-inf")).max(-1)  # (V, N) each
+    f2f_best = finite_or_zero(f2f_best)  # no second real frame
+    video = torch.arange(f2f.shape[0], device=f2f.device)[None, None]  # (1, 1, V)
+    weight = f2f_best[video, best]  # (C, L, V)
+    sim_second = s.gather(3, second[video, best][..., None]).squeeze(-1)  # (C, L, V)
+    # -inf there only on padded words, or with no second frame (weight 0): drop before multiplying (no NaN grad)
+    return weight * finite_or_zero(sim_second)

@@ -6,9 +6,10 @@ does the same the other way; the score is the mean of the two directions. WTI re
 learned softmax weights over the tokens. Padded tokens are excluded from every max and every average, so
 padding never changes a score.
 
-Every function here works on arbitrary leading dimensions, so the same code scores all B_t x B_v pairs of a
-batch (sim of shape (B_t, B_v, M, N), masks broadcast as (B_t, 1, M) and (1, B_v, N)) or B matched pairs
-(sim of shape (B, M, N)).
+`token_interaction` works on arbitrary leading dimensions (B matched pairs: sim of shape (B, M, N)).
+`all_pairs_token_interaction` scores every caption against every video of two sets, the hot path of training
+(B x B) and evaluation (chunks of the test set): the same values, computed from one matmul in the layout it comes
+out in, with padding excluded by adding -inf in place (docs/performance.md, evaluation similarity).
 """
 
 from __future__ import annotations
@@ -64,6 +65,53 @@ def token_interaction(
         v2t_score = masked_mean(v2t, video_mask.expand_as(v2t))
     else:
         v2t_score = (v2t * video_weight).sum(-1)
+    return 0.5 * (t2v_score + v2t_score)
+
+
+def neg_inf_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where mask is True, -inf elsewhere: added to scores, it removes the padded positions from every max."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask.bool(), NEG_INF)
+
+
+def finite_or_zero(x: torch.Tensor) -> torch.Tensor:
+    """A max over positions that were all padding is -inf; count it as 0, as `masked_max` does (out of place:
+    autograd keeps the max's output for its backward)."""
+    return torch.where(torch.isinf(x), torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """TI's plain mean written as weights: 1/count on the real tokens, 0 on padding. (..., L)"""
+    mask = mask.to(dtype)
+    return mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def all_pairs_token_interaction(
+    t_tokens: torch.Tensor,
+    t_mask: torch.Tensor,
+    v_tokens: torch.Tensor,
+    v_mask: torch.Tensor,
+    text_weight: torch.Tensor | None = None,
+    video_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TI (weights None) or WTI of every caption with every video, on unnormalised token features.
+
+    t_tokens (C, M, D), t_mask / text_weight (C, M); v_tokens (V, N, D), v_mask / video_weight (V, N).
+    Returns (C, V), equal to `token_interaction(cosine_tokens(t, v, pairwise=True), ...)`.
+    Only the similarity itself is of size C x M x V x N: no permuted copy, no 4-D masks, no masked copies.
+    """
+    c, m, d = t_tokens.shape
+    v, n, _ = v_tokens.shape
+    t_hat = F.normalize(t_tokens, dim=-1).reshape(c * m, d)  # (C*M, D)
+    v_hat = F.normalize(v_tokens, dim=-1).reshape(v * n, d)  # (V*N, D)
+    s = (t_hat @ v_hat.T).view(c, m, v, n)  # (C, M, V, N) the matmul's own layout
+    s += neg_inf_bias(t_mask, s.dtype)[:, :, None, None]  # (C, M, 1, 1) padded words lose every max
+    s += neg_inf_bias(v_mask, s.dtype)[None, None]  # (1, 1, V, N) padded frames too
+    t2v = finite_or_zero(s.amax(3))  # (C, M, V) best video token per text token
+    v2t = finite_or_zero(s.amax(1))  # (C, V, N) best text token per video token
+    tw = uniform_weights(t_mask, t2v.dtype) if text_weight is None else text_weight.to(t2v.dtype)
+    vw = uniform_weights(v_mask, v2t.dtype) if video_weight is None else video_weight.to(v2t.dtype)
+    t2v_score = torch.einsum("cmv,cm->cv", t2v, tw)  # (C, V)
+    v2t_score = torch.einsum("cvn,vn->cv", v2t, vw)  # (C, V)
     return 0.5 * (t2v_score + v2t_score)
 
 
