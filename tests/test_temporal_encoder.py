@@ -65,3 +65,23 @@ def test_config_validation():
         TemporalConfig(type="lstm")
     with pytest.raises(ValueError, match="temporal.input"):
         TemporalConfig(input="patches")
+
+
+@pytest.mark.parametrize("inp", ["f_cls", "v_tokens"])
+def test_last_layer_on_cls_queries_equals_the_full_transformer(inp):
+    """v_h from the last layer evaluated at the [CLS] positions only equals the stock nn.TransformerEncoder run
+    over every position and then read at the [CLS] positions: values and gradients."""
+    torch.manual_seed(1)
+    enc = TemporalEncoder(TemporalConfig("seqTransf", inp, layers=3, max_frames=8, head_width=8), 16)
+    video = _video(seed=2)
+    tokens = video.v_tokens.clone().requires_grad_(True)
+    video = VideoFeatures(tokens[:, ::3], tokens, video.frame_mask)
+    x, mask, per_frame = (video.f_cls, video.frame_mask, 1) if inp == "f_cls" else (tokens, video.v_mask, 3)
+    pos = enc.frame_position(torch.arange(4).repeat_interleave(per_frame))
+    reference = (enc.transformer(x + pos, src_key_padding_mask=~mask) + x)[:, ::per_frame]  # (B, N, D)
+    v_h = enc(video)
+    torch.testing.assert_close(v_h, reference, rtol=1e-5, atol=1e-5)
+    g_ours = torch.autograd.grad(v_h.square().sum(), [tokens, *enc.parameters()])
+    g_ref = torch.autograd.grad(reference.square().sum(), [tokens, *enc.parameters()])
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -23,13 +23,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput  # noqa: E402
 from dmae_tpm.evaluate import similarity_chunked  # noqa: E402
+from dmae_tpm.token_interaction import cosine_tokens, token_interaction  # noqa: E402
 
 TOPIC = "similarity"
 D = 512
@@ -46,7 +46,7 @@ VARIANTS = {  # name: interaction, dmae on, variant
     "TI+DMAE(official)": ("ti", True, "official"),
 }
 
-PROTOTYPE = "TI, fused prototype"
+BEFORE = "TI, before the fused path"
 
 
 class Scorer:
@@ -59,35 +59,19 @@ class Scorer:
         return self.similarity(text, v_h, frame_mask)
 
 
-class FusedTIScorer:
-    """A PROTOTYPE of the fix proposed in docs/performance.md, not library code: plain TI for all pairs from one
-    (C*M, D) x (D, V*N) matmul kept in its (C, M, V, N) layout, padding excluded by adding -inf in place, then
-    the two maxima and the masked means. Same values as Similarity.plain (checked in main); no permuted copy,
-    no (C, V, M, N) bool masks, no masked_fill copies."""
+class BroadcastTIScorer:
+    """The library's plain TI before the fused all-pairs path (commit 11a8246), kept here as the "before" side of
+    that change: `cosine_tokens(pairwise=True)` (an einsum that returns a permuted (C, V, M, N) view) and
+    `token_interaction` with masks broadcast to (C, V, M, N), whose masked maxima copy the product twice."""
 
     def similarity_matrix(self, text, v_h, frame_mask):
-        t_tokens, t_mask = text.t_tokens, text.t_mask.bool()
-        frame_mask = frame_mask.bool()
-        c, m, d = t_tokens.shape
-        v, n, _ = v_h.shape
-        a = F.normalize(t_tokens, dim=-1).reshape(c * m, d)
-        b = F.normalize(v_h, dim=-1).reshape(v * n, d)
-        s = (a @ b.T).view(c, m, v, n)  # (C, M, V, N), contiguous
-        ninf = float("-inf")
-        s += torch.zeros(v, n, dtype=s.dtype, device=s.device).masked_fill_(~frame_mask, ninf)
-        t2v = s.amax(-1)  # (C, M, V) best real frame of each word
-        s += torch.zeros(c, m, 1, 1, dtype=s.dtype, device=s.device).masked_fill_(~t_mask[..., None, None], ninf)
-        v2t = s.amax(1)  # (C, V, N) best real word of each frame
-        t2v, v2t = t2v.masked_fill_(torch.isinf(t2v), 0), v2t.masked_fill_(torch.isinf(v2t), 0)
-        tm, fm = t_mask.to(s.dtype), frame_mask.to(s.dtype)
-        t2v = torch.einsum("cmv,cm->cv", t2v, tm) / tm.sum(1).clamp_min(1)[:, None]
-        v2t = torch.einsum("cvn,vn->cv", v2t, fm) / fm.sum(1).clamp_min(1)[None]
-        return 0.5 * (t2v + v2t)
+        sim = cosine_tokens(text.t_tokens, v_h, pairwise=True)  # (C, V, M, N)
+        return token_interaction(sim, text.t_mask.bool()[:, None], frame_mask.bool()[None])
 
 
 def make_scorer(variant: str, device) -> Scorer:
-    if variant == PROTOTYPE:
-        return FusedTIScorer()
+    if variant == BEFORE:
+        return BroadcastTIScorer()
     interaction, dmae, kind = VARIANTS[variant]
     torch.manual_seed(0)
     cfg = SimilarityConfig(interaction=interaction, textual_attention=dmae, visual_attention=dmae, variant=kind)
@@ -197,7 +181,7 @@ def memory_sweeps(device, feat_dtype, quick: bool) -> dict:
     def ac():
         return C.autocast(device)
 
-    def peak(text, v_h, fm, chunk):
+    def peak(text, v_h, fm, chunk, scorer=scorer):
         return C.peak_bytes(lambda: similarity_chunked(scorer, text, v_h, fm, chunk, chunk, ac), device)
 
     q = 64 if quick else 256
@@ -226,6 +210,10 @@ def memory_sweeps(device, feat_dtype, quick: bool) -> dict:
                 "result_bytes": q * v_h.shape[0] * 4,
             }
         )
+    c = 64 if quick else 256
+    out["before"] = {"queries": q, "videos": v_h.shape[0], "chunk": c,
+                     "peak_bytes": peak(text, v_h, fm, c, BroadcastTIScorer()),
+                     "library_peak_bytes": peak(text, v_h, fm, c)}
     return out
 
 
@@ -302,6 +290,12 @@ def render(data: dict) -> str:
         for m in mem["videos"] + mem["chunk"]
     ]
     lines.append(C.table(["queries", "videos", "chunk (text x video)", "peak MiB", "of which result MiB"], rows))
+    if "before" in mem:
+        bm = mem["before"]
+        lines.append(
+            f"\nSame call at {bm['queries']} x {bm['videos']}, chunk {bm['chunk']}: the fused TI peaks at "
+            f"{C.mib(bm['library_peak_bytes'])} MiB, TI before the fused path at {C.mib(bm['peak_bytes'])} MiB."
+        )
     lines.append("")
     b = data["bar"]
     lines.append(
@@ -309,11 +303,12 @@ def render(data: dict) -> str:
             b["met"], f"TI at MSR-VTT shapes runs at {100 * b['fraction']:.0f}% of the dense matmul rate (bar: >= 50%)."
         )
     )
-    if "prototype_fraction" in b:
+    if "before_fraction" in b:
         lines.append(
-            f'\nThe row "{PROTOTYPE}" is the fix proposed below, prototyped in the benchmark (not in the '
-            f"library): {100 * b['prototype_fraction']:.0f}% of the matmul rate, "
-            f"{b['prototype_speedup']:.2f}x the library's TI, same scores."
+            f'\nThe row "{BEFORE}" is the library\'s previous plain TI (broadcast formulation, kept in the '
+            f"benchmark as `BroadcastTIScorer`), measured in the same run on the same features: "
+            f"{100 * b['before_fraction']:.0f}% of the matmul rate; the library's fused TI is "
+            f"{b['speedup_vs_before']:.2f}x faster, same scores (max abs diff {b['max_abs_diff']:.1e})."
         )
     return "\n".join(lines)
 
@@ -350,7 +345,7 @@ def main(argv=None) -> int:
         for variant in variants:
             reps = repeats if (args.quick or cuda or (name == "msrvtt" and "official" not in variant)) else 1
             rows.append(run_shape(name, variant, device, feat_dtype, reps, q, v, tc, vc, refs[name]))
-    # the proposed fix, side by side: same values as the library's TI, then its throughput at MSR-VTT shapes
+    # the library's TI before the fused path, side by side: same values, then its throughput at MSR-VTT shapes
     q, v, _ = plan["msrvtt"]
     text, v_h, fm = make_features(min(q, 64), min(v, 64), 32, 12, device, feat_dtype, seed=3)
     fm[::5, 8:] = False  # some padded frames
@@ -358,15 +353,15 @@ def main(argv=None) -> int:
         diff = (
             (
                 make_scorer("TI", device).similarity_matrix(text, v_h, fm).float()
-                - FusedTIScorer().similarity_matrix(text, v_h, fm).float()
+                - BroadcastTIScorer().similarity_matrix(text, v_h, fm).float()
             )
             .abs()
             .max()
             .item()
         )
-    print(f"  prototype fused TI vs Similarity.plain: max abs diff {diff:.1e}")
+    print(f"  TI before the fused path vs Similarity.plain: max abs diff {diff:.1e}")
     assert diff < (1e-4 if not cuda else 5e-2), diff
-    rows.append(run_shape("msrvtt", PROTOTYPE, device, feat_dtype, repeats, q, v, tc, vc, refs["msrvtt"]))
+    rows.append(run_shape("msrvtt", BEFORE, device, feat_dtype, repeats, q, v, tc, vc, refs["msrvtt"]))
     rows[-1]["max_abs_diff_vs_library"] = diff
     memory = memory_sweeps(device, feat_dtype, args.quick)
     by_shape = {name: ref.summary() for name, ref in refs.items()}
@@ -374,7 +369,7 @@ def main(argv=None) -> int:
         _, _, words, frames = SHAPES[r["shape"]]
         r["matmul_fraction"] = r["nominal_flops_per_s"] / refs[r["shape"]].rate
     ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
-    proto = rows[-1]
+    before = rows[-1]
     data = C.result(
         TOPIC,
         args.quick,
@@ -388,8 +383,9 @@ def main(argv=None) -> int:
         bar={
             "met": ti["matmul_fraction"] >= 0.5,
             "fraction": ti["matmul_fraction"],
-            "prototype_fraction": proto["matmul_fraction"],
-            "prototype_speedup": proto["pairs_per_s"] / ti["pairs_per_s"],
+            "before_fraction": before["matmul_fraction"],
+            "speedup_vs_before": ti["pairs_per_s"] / before["pairs_per_s"],
+            "max_abs_diff": diff,
         },
     )
     C.write_json(C.default_out(TOPIC, args), data)

@@ -165,62 +165,61 @@ def measure_pair(models: dict, batches: dict, device, repeats) -> list[dict]:
     return rows
 
 
-def cls_only_temporal(temporal):
-    """An optimisation tried in the benchmark (not library code; docs/performance.md reports what it gave),
-    patched onto one TemporalEncoder instance: with `temporal.input=v_tokens` only the frames' [CLS] positions of
-    the transformer's output are read, so the last layer needs queries (attention, residual, MLP) only there; its
-    keys/values still come from every token. Same output as TemporalEncoder.forward (checked by the caller);
-    returns an undo."""
+def all_positions_temporal(temporal):
+    """The library's TemporalEncoder before its last layer ran on the [CLS] queries only (commit 11a8246), patched
+    onto one instance as the "before" side of that change: the stock nn.TransformerEncoder over every position,
+    then the [CLS] positions read off. Same output (checked by the caller); returns an undo."""
     orig = temporal.forward
-    if temporal.cfg.type != "seqTransf" or temporal.cfg.input != "v_tokens":
+    if temporal.cfg.type != "seqTransf":
         return lambda: None
 
     def forward(video):
-        x, mask, per = video.v_tokens, video.v_mask.bool(), video.tokens_per_frame
-        n_frames = x.shape[1] // per
-        frame_idx = torch.arange(n_frames, device=x.device).repeat_interleave(per)
+        if temporal.cfg.input == "f_cls":
+            x, mask, per = video.f_cls, video.frame_mask.bool(), 1
+        else:
+            x, mask, per = video.v_tokens, video.v_mask.bool(), video.tokens_per_frame
+        frame_idx = torch.arange(x.shape[1] // per, device=x.device).repeat_interleave(per)
         mask = mask.clone()
         mask[~mask.any(1), 0] = True
-        pad = ~mask
-        h = x + temporal.frame_position(frame_idx)
-        layers = temporal.transformer.layers
-        for layer in layers[:-1]:
-            h = layer(h, src_key_padding_mask=pad)
-        last = layers[-1]
-        hn = last.norm1(h)
-        c = h[:, ::per] + last.self_attn(hn[:, ::per], hn, hn, key_padding_mask=pad, need_weights=False)[0]
-        c = c + last._ff_block(last.norm2(c))
-        if temporal.transformer.norm is not None:
-            c = temporal.transformer.norm(c)
-        return c + x[:, ::per]
+        y = temporal.transformer(x + temporal.frame_position(frame_idx), src_key_padding_mask=~mask)
+        return (y + x)[:, ::per]
 
     temporal.forward = forward
     return lambda: delattr(temporal, "forward") if temporal.forward is not orig else None
 
 
-def prototype_temporal(backbone, temporal_layers, b, device, repeats) -> dict:
-    """Baseline and full with the CLS-only last temporal layer, against the library's, one block of steps each."""
+def before_temporal(backbone, temporal_layers, b, device, repeats) -> dict:
+    """Baseline and full with the library's temporal encoder against the previous all-positions one, one block of
+    steps each."""
     models = {m: build(m, backbone, temporal_layers, device) for m in ("baseline", "full")}
     data = {m: make_batch(models[m], b, device) for m in models}
     with torch.no_grad():  # same loss either way (same weights, same batch)
         ref = {m: fwd(models[m], data[m], device).item() for m in models}
-        undo = [cls_only_temporal(models[m].temporal) for m in models]
+        undo = [all_positions_temporal(models[m].temporal) for m in models]
         got = {m: fwd(models[m], data[m], device).item() for m in models}
         for u in undo:
             u()
     diff = max(abs(ref[m] - got[m]) for m in models)
-    assert diff < 1e-4, f"CLS-only temporal prototype changes the loss by {diff}"
+    assert diff < 1e-4, f"the CLS-query last layer changes the loss by {diff}"
     times = {}
-    for proto in (False, True):
-        undo = [cls_only_temporal(models[m].temporal) for m in models] if proto else []
+    for before in (False, True):
+        undo = [all_positions_temporal(models[m].temporal) for m in models] if before else []
         for m in models:  # one block per model and variant (see measure_pair on alternating single steps)
             timed_step(models[m], data[m], device)
-            times[(m, proto)] = [sum(timed_step(models[m], data[m], device)) for _ in range(repeats)]
+            times[(m, before)] = [sum(timed_step(models[m], data[m], device)) for _ in range(repeats)]
         for u in undo:
             u()
-    out = {f"{m}{'_prototype' if p else ''}_s": C.median(t) for (m, p), t in times.items()}
-    out.update(batch=b, max_abs_loss_diff=diff)
-    print(f"  prototype CLS-only last temporal layer: {out}")
+    out = {f"{m}{'_before' if p else ''}_s": C.median(t) for (m, p), t in times.items()}
+    for before in (False, True):
+        undo = [all_positions_temporal(models[m].temporal) for m in models] if before else []
+        for m in models:
+            with flop_counter() as counter:
+                fwd(models[m], data[m], device).backward()
+            out[f"{m}{'_before' if before else ''}_gflop"] = counter.get_total_flops() / 1e9
+        for u in undo:
+            u()
+    out.update(batch=b, temporal_layers=temporal_layers, max_abs_loss_diff=diff)
+    print(f"  library temporal encoder vs before (all positions): {out}")
     return out
 
 
@@ -395,26 +394,27 @@ def render(data: dict) -> str:
                 )
             )
             out.append("")
-    pt = data.get("prototype_temporal")
-    if pt:
+    for pt in data.get("before_temporal") or []:
         base, full = pt["baseline_s"], pt["full_s"]
-        pbase, pfull = pt["baseline_prototype_s"], pt["full_prototype_s"]
+        bbase, bfull = pt["baseline_before_s"], pt["full_before_s"]
+        layers = pt["temporal_layers"] or "4 (ModelConfig default)"
         out.append(
-            "Tried in the benchmark (patched onto the model instances, not library code): the temporal encoder's "
-            "last layer computed for the frames' [CLS] queries only, the only outputs `TemporalEncoder.forward` "
-            "reads (keys/values still from every token); same loss (max abs diff "
-            f"{pt['max_abs_loss_diff']:.1e}). B = {pt['batch']}, fwd+bwd medians, one block of steps each:\n"
+            f"The temporal encoder's last layer on the [CLS] queries only (library) against the stock "
+            f"`nn.TransformerEncoder` over every position (before; same loss, max abs diff "
+            f"{pt['max_abs_loss_diff']:.1e}). dmae-tiny, temporal layers {layers}, B = {pt['batch']}, fwd+bwd "
+            "medians, one block of steps each:\n"
         )
         out.append(
             C.table(
-                ["method", "library s", "prototype s", "speed-up"],
-                [["baseline", base, pbase, f"{base / pbase:.2f}x"], ["full", full, pfull, f"{full / pfull:.2f}x"]],
+                ["method", "before s", "library s", "speed-up", "before GFLOP", "library GFLOP"],
+                [
+                    ["baseline", bbase, base, f"{bbase / base:.2f}x", pt["baseline_before_gflop"],
+                     pt["baseline_gflop"]],
+                    ["full", bfull, full, f"{bfull / full:.2f}x", pt["full_before_gflop"], pt["full_gflop"]],
+                ],
             )
         )
-        out.append(
-            f"\nfull / baseline: {full / base:.2f}x with the library's encoder, {pfull / pbase:.2f}x with the "
-            f"prototype; full with the prototype / baseline as it is today: {pfull / base:.2f}x.\n"
-        )
+        out.append(f"\nfull / baseline in this block: {bfull / bbase:.2f}x before, {full / base:.2f}x now.\n")
     return "\n".join(out)
 
 
@@ -484,11 +484,11 @@ def main(argv=None) -> int:
         )
         res.update(title=cfg["title"], bar_batch=cfg["bar_batch"], repeats=reps)
         configs.append(res)
-    proto = None
-    if not args.quick:
-        print("[prototype: CLS-only last temporal layer]")
-        p0 = plan[0]
-        proto = prototype_temporal(p0["backbone"], p0["temporal_layers"], p0["batches"][0], device, repeats)
+    before = []
+    if not args.quick and device.type != "cuda":
+        print("[the temporal encoder before its last layer ran on the [CLS] queries only]")
+        for p0 in plan[:2]:
+            before.append(before_temporal(p0["backbone"], p0["temporal_layers"], p0["batches"][0], device, repeats))
     main_cfg = configs[0]
     bar = {
         "met": main_cfg["time_ratio"][str(main_cfg["bar_batch"])] <= 1.3,
@@ -501,7 +501,7 @@ def main(argv=None) -> int:
         repeats,
         matmul=rate,
         configs=configs,
-        prototype_temporal=proto,
+        before_temporal=before,
         bar=bar,
     )
     C.write_json(C.default_out(TOPIC, args), data)

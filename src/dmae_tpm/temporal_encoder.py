@@ -50,7 +50,7 @@ class TemporalEncoder(nn.Module):
         else:
             x, mask, per_frame = video.v_tokens, video.v_mask.bool(), video.tokens_per_frame  # (B, P, D)
         if self.cfg.type == "seqTransf":
-            x = self._transform(x, mask, per_frame)
+            return self._transform(x, mask, per_frame)
         return x[:, ::per_frame]  # (B, N, D) the frames' [CLS] positions
 
     def _transform(self, x: torch.Tensor, mask: torch.Tensor, per_frame: int) -> torch.Tensor:
@@ -61,5 +61,25 @@ class TemporalEncoder(nn.Module):
         # A video with no real frame would make attention softmax over nothing (NaN); let it see itself.
         mask = mask.clone()
         mask[~mask.any(1), 0] = True
-        y = self.transformer(x + self.frame_position(frame_idx), src_key_padding_mask=~mask)  # (B, P, D)
-        return y + x  # residual to the CLIP features, as in CLIP4Clip
+        *layers, last = self.transformer.layers
+        y = x + self.frame_position(frame_idx)  # (B, P, D)
+        for layer in layers:
+            y = layer(y, src_key_padding_mask=~mask)  # (B, P, D)
+        y = _cls_queries_layer(last, y, ~mask, per_frame)  # (B, N, D)
+        return y + x[:, ::per_frame]  # residual to the CLIP features, as in CLIP4Clip
+
+
+def _cls_queries_layer(layer: nn.TransformerEncoderLayer, y: torch.Tensor, padding: torch.Tensor,
+                       per_frame: int) -> torch.Tensor:
+    """The last pre-norm encoder layer, evaluated at the frames' [CLS] positions only.
+
+    v_h reads nothing else from the last layer's output, and a position's output depends on the others only
+    through its attention's keys and values, so the queries, residual and MLP can skip the K patch positions of
+    every frame: the same v_h for a 1/(K+1) share of that layer's query-side work (all of it with input=f_cls).
+    """
+    h = layer.norm1(y)  # (B, P, D)
+    q = h[:, ::per_frame]  # (B, N, D)
+    attn = layer.self_attn(q, h, h, key_padding_mask=padding, need_weights=False)[0]  # (B, N, D)
+    z = y[:, ::per_frame] + layer.dropout1(attn)  # (B, N, D)
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(z)))))
+    return z + layer.dropout2(ff)  # (B, N, D)
