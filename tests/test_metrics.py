@@ -368,3 +368,19 @@ def test_qbnorm_half_precision_and_errors():
         querybank_norm(sim, torch.zeros(3, 4))
     with pytest.raises(ValueError, match="k must be"):
         querybank_norm(sim, BANK, k=3)
+
+
+def test_metric_score_signs_lower_is_better_ranks_and_rejects_unknown_names():
+    from dmae_tpm.metrics import metric_score
+
+    res = {"t2v": {"R@1": 40.0, "MdR": 2.0, "MeanR": 9.5, "rsum": 150.0}, "v2t": {"R@1": 38.0}, "rsum_total": 290.0}
+    assert metric_score(res, "t2v.R@1") == (40.0, 40.0)
+    assert metric_score(res, "t2v.MdR") == (2.0, -2.0)
+    assert metric_score(res, "t2v.MeanR") == (9.5, -9.5)
+    assert metric_score(res, "rsum_total") == (290.0, 290.0)
+    with pytest.raises(ValueError, match="t2v.R@1"):
+        metric_score(res, "R1")
+    from dmae_tpm.config import TrainerConfig
+
+    with pytest.raises(ValueError, match="unknown metric 't2v.R@2'"):
+        TrainerConfig(best_metric="t2v.R@2")

@@ -80,6 +80,19 @@ def test_train_then_eval_checkpoint_end_to_end(bench, tmp_path):
     written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert written["results"]["t2v"] == metrics["t2v"]
 
+    # checkpoints/best.pt: the evaluation with the highest t2v R@1 (the first of equals), and dmae-eval reproduces it
+    evals = [x for x in lines if "eval" in x]
+    top = max(x["eval"]["t2v"]["R@1"] for x in evals)
+    first_top = next(x for x in evals if x["eval"]["t2v"]["R@1"] == top)
+    best = checkpoint.read_best(tmp_path / "run")
+    assert best["metric"] == "t2v.R@1" and best["value"] == top and best["step"] == first_top["step"]
+    again = evaluate_checkpoint(make_cfg(bench, tmp_path / "eval_best", f"checkpoint={best_path(tmp_path / 'run')}"))
+    assert again["t2v"] == first_top["eval"]["t2v"]
+
+
+def best_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.pt"
+
 
 def test_interrupted_run_resumes_to_identical_weights(bench, tmp_path):
     full = make_cfg(bench, tmp_path / "full", "trainer.checkpoint_every=1")
@@ -91,6 +104,7 @@ def test_interrupted_run_resumes_to_identical_weights(bench, tmp_path):
     a = checkpoint.load(checkpoint.latest(tmp_path / "full"))
     b = checkpoint.load(checkpoint.latest(tmp_path / "cut"))
     assert a["progress"] == b["progress"]
+    assert checkpoint.read_best(tmp_path / "full") == checkpoint.read_best(tmp_path / "cut")
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
@@ -185,3 +199,16 @@ def test_training_survives_a_corrupt_video_and_counts_it(tmp_path_factory, tmp_p
     progress = checkpoint.load(checkpoint.latest(tmp_path / "bad"))["progress"]
     assert progress["videos_failed"] >= 1 and progress["videos_tried"] >= 8
     assert any(f"{train_ids[0]}.mp4" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_keeps_a_best_score_newer_than_its_checkpoint(bench, tmp_path):
+    """best.json written after the last step checkpoint (the epoch's evaluation) is what a resumed run must beat."""
+    run = tmp_path / "run"
+    train(make_cfg(bench, run, "trainer.epochs=1"))
+    record = checkpoint.read_best(run)
+    record["score"] = record["value"] = 1000.0  # as if an evaluation after the checkpoint had scored this
+    (run / "checkpoints" / "best.json").write_text(json.dumps(record))
+    before = best_path(run).stat().st_mtime_ns
+    train(make_cfg(bench, run, "trainer.epochs=2"))  # resumes at epoch 1, evaluates at the end: below 1000
+    assert checkpoint.read_best(run)["score"] == 1000.0
+    assert best_path(run).stat().st_mtime_ns == before

@@ -7,6 +7,7 @@ unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -95,3 +96,30 @@ def prune(run_dir: str | os.PathLike, keep: int) -> None:
 def model_state(checkpoint: dict) -> dict:
     """The model weights of a training checkpoint, or of a file holding only a state_dict."""
     return checkpoint["model"] if "model" in checkpoint and isinstance(checkpoint["model"], dict) else checkpoint
+
+
+def save_best(run_dir: str | os.PathLike, state: dict, record: dict) -> Path:
+    """Write checkpoints/best.pt (weights, config, progress: what dmae-eval needs) and then best.json, the record
+    that names its metric, value and step. Each file is replaced atomically; best.json is written second, so it
+    never claims a better score than the weights on disk hold."""
+    folder = Path(run_dir) / "checkpoints"
+    path = save_atomic(state, folder / "best.pt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="best.json", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, folder / "best.json")
+    return path
+
+
+def read_best(run_dir: str | os.PathLike) -> dict | None:
+    """The record of checkpoints/best.pt, or None when the run has none yet."""
+    path = Path(run_dir) / "checkpoints" / "best.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RuntimeError(f"{str(path)!r} is unreadable ({err}); delete it (and best.pt) to restart the "
+                           "best-checkpoint selection") from err

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from .data.loaders import DataConfig
+from .metrics import check_metric_name
 from .model import ModelConfig
 
 
@@ -45,6 +46,12 @@ class TrainerConfig:
     wandb: str = "offline"  # online | offline | disabled
     wandb_project: str = "dmae_tpm"
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    # The evaluation figure that picks checkpoints/best.pt (CLIP4Clip/DRL select on t2v R@1); null: no best.pt.
+    best_metric: str | None = "t2v.R@1"
+
+    def __post_init__(self):
+        if self.best_metric is not None:
+            check_metric_name(self.best_metric)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from . import runtime as rt
 from .config import RunConfig, to_dict
 from .data import loaders
 from .evaluate import evaluate_model
-from .metrics import format_table
+from .metrics import format_table, metric_score
 from .model import DMAETPM, build_model
 from .optim import build_optimizer, build_scheduler
 from .run_log import RunLog, attach_file_log, detach
@@ -43,7 +43,7 @@ class Progress:
     step: int = 0  # optimisation steps done
     videos_tried: int = 0
     videos_failed: int = 0
-    best_rsum: float = -math.inf
+    best_score: float = -math.inf  # trainer.best_metric of checkpoints/best.pt, signed so larger is better
 
 
 def same_video_mask(video_index: torch.Tensor) -> torch.Tensor | None:
@@ -125,7 +125,7 @@ class Trainer:
                 "step": p.step,
                 "videos_tried": p.videos_tried,
                 "videos_failed": p.videos_failed,
-                "best_rsum": p.best_rsum,
+                "best_score": p.best_score,
             },
             "rng": checkpoint.rng_state(),
             "config": to_dict(self.cfg),
@@ -143,7 +143,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(**state["progress"])
+        saved = dict(state["progress"])
+        saved.setdefault("best_score", saved.pop("best_rsum", -math.inf))  # checkpoints before best.pt existed
+        self.progress = Progress(**saved)
+        self._restore_best()
         if state.get("world_size", self.rt.world) == self.rt.world:
             checkpoint.set_rng_state(state["rng"])
         else:
@@ -155,6 +158,34 @@ class Trainer:
             )
         self._resumed = True
         log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
+
+    def _restore_best(self) -> None:
+        """best.json may be newer than the step checkpoint resumed from (the evaluation that set it runs after the
+        epoch's checkpoint is written): without it a resumed run could replace best.pt by a worse model."""
+        record, key = checkpoint.read_best(self.run_dir), self.cfg.trainer.best_metric
+        if record is None or key is None:
+            return
+        if record.get("metric") != key:
+            log.warning("best.json ranks by %s but trainer.best_metric is %s: best.pt is replaced at the next "
+                        "evaluation", record.get("metric"), key)
+            self.progress.best_score = -math.inf
+            return
+        self.progress.best_score = max(self.progress.best_score, float(record["score"]))
+
+    def _select_best(self, result: dict | None) -> None:
+        """Keep checkpoints/best.pt on the evaluation that scored best on trainer.best_metric so far."""
+        key = self.cfg.trainer.best_metric
+        if key is None or result is None or not self.rt.is_main:
+            return
+        value, score = metric_score(result, key)
+        if score <= self.progress.best_score:
+            return
+        self.progress.best_score = score
+        state = {k: v for k, v in self.state().items() if k in ("model", "progress", "config")}
+        record = {"metric": key, "value": value, "score": score, "step": self.progress.step,
+                  "epoch": self.progress.epoch, "results": result}
+        path = checkpoint.save_best(self.run_dir, state, record)
+        log.info("new best %s = %.2f at step %d: %s", key, value, self.progress.step, path)
 
     def save(self) -> None:
         if self.rt.is_main:
@@ -229,6 +260,7 @@ class Trainer:
                 format_table(result),
             )
             self.log.write({"eval": result, "epoch": self.progress.epoch}, self.progress.step)
+        self._select_best(result)
         return result
 
     def fit(self) -> dict:
