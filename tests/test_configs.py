@@ -221,3 +221,17 @@ def test_demo_baseline(runs):
     assert _same_run(base, demo, **{"model.similarity.textual_attention": True,
                                     "model.similarity.visual_attention": True,
                                     "model.loss.name": "negnce", "model.tpm.enabled": True})
+
+
+def test_config_dir_search_order_and_error(tmp_path, monkeypatch):
+    from dmae_tpm.config import config_dir
+
+    repo_configs = Path(__file__).resolve().parents[1] / "configs"
+    assert config_dir() == str(repo_configs)  # the checkout this package is installed from
+    custom = tmp_path / "mine"
+    custom.mkdir()
+    (custom / "config.yaml").write_text("seed: 1\n")
+    monkeypatch.setenv("DMAE_CONFIGS", str(custom))
+    assert config_dir() == str(custom)
+    with pytest.raises(FileNotFoundError, match="DMAE_CONFIGS"):
+        config_dir([tmp_path / "nowhere", None])

@@ -6,7 +6,9 @@ merges the result into `RunConfig`, so a misspelt key or a wrong type fails befo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -98,3 +100,19 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
 
 def to_dict(cfg: RunConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def config_dir(candidates: list[str | os.PathLike | None] | None = None) -> str:
+    """The configs/ folder the entry points compose from: $DMAE_CONFIGS, else the checkout this package was
+    installed from (pip install -e .), else ./configs. A clear error when none holds a config.yaml."""
+    if candidates is None:
+        candidates = [os.environ.get("DMAE_CONFIGS"), Path(__file__).resolve().parents[2] / "configs",
+                      Path.cwd() / "configs"]
+    for folder in candidates:
+        if folder and (Path(folder) / "config.yaml").is_file():
+            return str(Path(folder).resolve())
+    tried = ", ".join(str(c) for c in candidates if c)
+    raise FileNotFoundError(
+        f"no configs/config.yaml found (tried {tried}): run from the repository checkout, install it with "
+        "pip install -e ., or set DMAE_CONFIGS=/path/to/dmae_tpm/configs"
+    )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .config import to_run_config
+from .config import config_dir, to_run_config
 from .evaluate import evaluate_checkpoint
-from .train import CONFIG_PATH
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
+def _evaluate(cfg: DictConfig) -> None:
     evaluate_checkpoint(to_run_config(cfg))
+
+
+def main() -> None:
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(_evaluate)()
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .config import to_run_config
+from .config import config_dir, to_run_config
 from .trainer import train
 
-CONFIG_PATH = "../../configs"  # the repository's configs/ (install with pip install -e .)
 
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def main(cfg: DictConfig) -> None:
+def _train(cfg: DictConfig) -> None:
     train(to_run_config(cfg))
+
+
+def main() -> None:
+    # the configs folder is looked up at call time, so a missing one is a clear error, not an import failure
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(_train)()
 
 
 if __name__ == "__main__":
