@@ -20,6 +20,16 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    """Wait for every rank; nothing to wait for in one process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the gradient contiguous: gloo's all_to_all (the backward of all_gather
     on CPU) reads non-contiguous gradients as if they were contiguous and returns wrong values."""

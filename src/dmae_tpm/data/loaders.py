@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .. import distributed
 from ..backbone import CLIPDualEncoder
 from .annotations import RetrievalSplit, read_split, video_path_index
 from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
@@ -45,19 +45,10 @@ class DataConfig:
     synthetic: dict[str, Any] | None = None  # SyntheticConfig fields: generate the benchmark when absent
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> None:
     """Rank 0 generates the synthetic benchmark when configured and absent, and builds the frame cache when
     ``data.frame_cache`` is set, absent and ``data.build_frame_cache`` is true; the other ranks wait."""
-    if _rank() == 0:
+    if distributed.rank() == 0:
         if cfg.synthetic is not None:
             from .synthetic import SyntheticConfig, generate
 
@@ -70,7 +61,7 @@ def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> No
                 cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling, image_size, cfg.num_workers
             )
             log.info("frame cache at %s: %s", cfg.frame_cache, summary)
-    _barrier()
+    distributed.barrier()
 
 
 def read(cfg: DataConfig, split: str) -> RetrievalSplit:
@@ -82,10 +73,10 @@ def text_table(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncoder
     tokens = backbone.tokenize(split.captions, context_length=max_words)  # (C, L)
     cache = TextWeightCache(cfg.cache_dir, cfg.text_weights)
     by_video = split.captions_by_video()
-    if _rank() == 0:
+    if distributed.rank() == 0:
         weights = cache.get(by_video, backbone.tokenizer, max_words)
-    _barrier()
-    if _rank() != 0:
+    distributed.barrier()
+    if distributed.rank() != 0:
         weights = cache.get(by_video, backbone.tokenizer, max_words)
     seen: dict[int, int] = {}
     w_pos, w_freq = [], []
