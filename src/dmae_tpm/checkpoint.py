@@ -12,7 +12,9 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -22,12 +24,17 @@ PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    return _replace_atomically(path, lambda handle: torch.save(obj, handle))
+
+
+def _replace_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """write(handle) into a temporary file beside `path`, fsync, rename over `path`: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -104,12 +111,7 @@ def save_best(run_dir: str | os.PathLike, state: dict, record: dict) -> Path:
     never claims a better score than the weights on disk hold."""
     folder = Path(run_dir) / "checkpoints"
     path = save_atomic(state, folder / "best.pt")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="best.json", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, folder / "best.json")
+    _replace_atomically(folder / "best.json", lambda handle: handle.write(json.dumps(record, indent=1).encode()))
     return path
 
 
