@@ -364,7 +364,9 @@ def render(data: dict) -> str:
             f"{cfg['memory_ratio'][b]:.2f}x memory"
             for b, t in cfg["time_ratio"].items()
         )
-        out.append(f"\nfull / baseline: {ratios}.\n")
+        flops = {(r["method"], str(r["batch"])): r["flops"] for r in cfg["rows"]}
+        floor = ", ".join(f"B={b}: {flops[('full', b)] / flops[('baseline', b)]:.2f}x" for b in cfg["time_ratio"])
+        out.append(f"\nfull / baseline: {ratios}. FLOP ratio (torch.utils.flop_counter): {floor}.\n")
         if cfg.get("bar_batch") is not None:
             t = cfg["time_ratio"][str(cfg["bar_batch"])]
             met = t <= 1.3
