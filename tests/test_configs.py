@@ -235,3 +235,19 @@ def test_config_dir_search_order_and_error(tmp_path, monkeypatch):
     assert config_dir() == str(custom)
     with pytest.raises(FileNotFoundError, match="DMAE_CONFIGS"):
         config_dir([tmp_path / "nowhere", None])
+
+
+def test_every_field_is_overridable_and_typos_fail_at_composition():
+    """The RunConfig schema heads the defaults: a field no YAML file sets still takes a plain override, and a
+    misspelt key or a wrong type is refused when Hydra composes, not after."""
+    from hydra.errors import ConfigCompositionException
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model.tpm.predictor_normalize=sigmoid", "eval.qb_k=3"])
+        run = to_run_config(cfg)
+        assert run.model.tpm.predictor_normalize == "sigmoid" and run.eval.qb_k == 3
+        with pytest.raises(ConfigCompositionException):
+            compose("config", overrides=["model.tpm.predictor_normalise=sigmoid"])
+        with pytest.raises(ConfigCompositionException):
+            compose("config", overrides=["trainer.epochs=many"])

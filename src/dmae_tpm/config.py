@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .data.loaders import DataConfig
@@ -90,6 +91,13 @@ class RunConfig:
     checkpoint: str | None = None  # dmae-eval: the checkpoint to evaluate
     model_from_checkpoint: bool = True  # dmae-eval: use the model config stored in the checkpoint
     name: str = "default"  # run name: logs, wandb, and the default run dir outputs/<name>
+
+
+# configs/config.yaml lists this first in its defaults, so the composed tree holds every RunConfig field with its
+# type before the YAML files merge in: any field is overridable (model.tpm.predictor_normalize=sigmoid) and a
+# misspelt or mistyped override fails at composition.
+SCHEMA = "run_schema"
+ConfigStore.instance().store(name=SCHEMA, node=RunConfig)
 
 
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
