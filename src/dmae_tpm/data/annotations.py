@@ -262,64 +262,74 @@ def read_msrvtt(
     _check_split(split)
     root = Path(root)
     if split == "train":
-        csv_path = root / train_csv
-        rows = _read_csv(csv_path, ["video_id"], "the MSR-VTT training list (column video_id)")
-        entries = []
-        for line, row in rows:
-            vid = (row.get("video_id") or "").strip()
-            if not vid:
-                raise AnnotationError(
-                    f"{csv_path}: empty video_id at line {line}; fill in or delete that row ({_README})"
-                )
-            entries.append((f"line {line}", vid))
-        if not entries:
-            raise AnnotationError(f"{csv_path}: no rows at line 2; use the CSV from msrvtt_data.zip ({_README})")
-        video_ids = _dedupe(csv_path, entries)
-
-        json_path = root / data_json
-        data = _load_json(json_path, "MSR-VTT's MSRVTT_data.json (with a 'sentences' list)")
-        sentences = data.get("sentences") if isinstance(data, dict) else None
-        if not isinstance(sentences, list):
-            raise AnnotationError(
-                f"{json_path}: no 'sentences' list at the top level; use MSRVTT_data.json from msrvtt_data.zip "
-                f"({_README})"
-            )
-        wanted = set(video_ids)
-        found: dict[str, list[tuple[Any, int, str]]] = {}
-        for i, s in enumerate(sentences):
-            if not isinstance(s, dict) or not all(k in s for k in ("caption", "video_id", "sen_id")):
-                raise AnnotationError(
-                    f"{json_path}: sentence entry needs caption, video_id and sen_id at sentences[{i}]; "
-                    f"re-download the file ({_README})"
-                )
-            vid = s["video_id"]
-            if vid not in wanted:
-                continue
-            caption = s["caption"]
-            if not isinstance(caption, str) or not caption.strip():
-                raise AnnotationError(
-                    f"{json_path}: empty or non-string caption at sentences[{i}] (video {vid}, sen_id {s['sen_id']}); "
-                    f"fix or delete that entry"
-                )
-            found.setdefault(vid, []).append((s["sen_id"], i, caption.strip()))
-        per_video = []
-        for vid in video_ids:
-            if vid not in found:
-                raise AnnotationError(
-                    f"{json_path}: no sentence for video {vid} (listed in {csv_path.name}) at video_id {vid}; "
-                    f"check that {csv_path.name} and {json_path.name} belong together ({_README})"
-                )
-            try:
-                ordered = sorted(found[vid], key=lambda t: (t[0], t[1]))
-            except TypeError as e:
-                raise AnnotationError(
-                    f"{json_path}: sen_id values of mixed types at video_id {vid}; make them all integers"
-                ) from e
-            per_video.append([c for _, _, c in ordered])
+        video_ids = _msrvtt_train_ids(root / train_csv)
+        per_video = _msrvtt_sentences(root / data_json, video_ids, (root / train_csv).name)
         return _build("msrvtt", split, video_ids, per_video)
+    per_video_map = _msrvtt_test_pairs(root / test_csv)  # "val" and "test": the JSFUSION 1k-A test pairs
+    video_ids = list(per_video_map)
+    return _build("msrvtt", split, video_ids, [per_video_map[v] for v in video_ids])
 
-    # "val" and "test": the JSFUSION 1k-A test pairs.
-    csv_path = root / test_csv
+
+def _msrvtt_train_ids(csv_path: Path) -> list[str]:
+    """The video ids of the training list, in file order."""
+    rows = _read_csv(csv_path, ["video_id"], "the MSR-VTT training list (column video_id)")
+    entries = []
+    for line, row in rows:
+        vid = (row.get("video_id") or "").strip()
+        if not vid:
+            raise AnnotationError(f"{csv_path}: empty video_id at line {line}; fill in or delete that row ({_README})")
+        entries.append((f"line {line}", vid))
+    if not entries:
+        raise AnnotationError(f"{csv_path}: no rows at line 2; use the CSV from msrvtt_data.zip ({_README})")
+    return _dedupe(csv_path, entries)
+
+
+def _msrvtt_sentences(json_path: Path, video_ids: list[str], csv_name: str) -> list[list[str]]:
+    """Every caption of each video from MSRVTT_data.json, ordered by sen_id (then file order)."""
+    data = _load_json(json_path, "MSR-VTT's MSRVTT_data.json (with a 'sentences' list)")
+    sentences = data.get("sentences") if isinstance(data, dict) else None
+    if not isinstance(sentences, list):
+        raise AnnotationError(
+            f"{json_path}: no 'sentences' list at the top level; use MSRVTT_data.json from msrvtt_data.zip "
+            f"({_README})"
+        )
+    wanted = set(video_ids)
+    found: dict[str, list[tuple[Any, int, str]]] = {}
+    for i, s in enumerate(sentences):
+        if not isinstance(s, dict) or not all(k in s for k in ("caption", "video_id", "sen_id")):
+            raise AnnotationError(
+                f"{json_path}: sentence entry needs caption, video_id and sen_id at sentences[{i}]; "
+                f"re-download the file ({_README})"
+            )
+        vid = s["video_id"]
+        if vid not in wanted:
+            continue
+        caption = s["caption"]
+        if not isinstance(caption, str) or not caption.strip():
+            raise AnnotationError(
+                f"{json_path}: empty or non-string caption at sentences[{i}] (video {vid}, sen_id {s['sen_id']}); "
+                f"fix or delete that entry"
+            )
+        found.setdefault(vid, []).append((s["sen_id"], i, caption.strip()))
+    per_video = []
+    for vid in video_ids:
+        if vid not in found:
+            raise AnnotationError(
+                f"{json_path}: no sentence for video {vid} (listed in {csv_name}) at video_id {vid}; "
+                f"check that {csv_name} and {json_path.name} belong together ({_README})"
+            )
+        try:
+            ordered = sorted(found[vid], key=lambda t: (t[0], t[1]))
+        except TypeError as e:
+            raise AnnotationError(
+                f"{json_path}: sen_id values of mixed types at video_id {vid}; make them all integers"
+            ) from e
+        per_video.append([c for _, _, c in ordered])
+    return per_video
+
+
+def _msrvtt_test_pairs(csv_path: Path) -> dict[str, list[str]]:
+    """video id -> its captions, in file order, from the 1k-A test CSV."""
     rows = _read_csv(csv_path, ["video_id", "sentence"], "the MSR-VTT 1k-A test pairs (columns video_id, sentence)")
     per_video_map: dict[str, list[str]] = {}
     for line, row in rows:
@@ -334,8 +344,7 @@ def read_msrvtt(
         per_video_map.setdefault(vid, []).append(sentence)
     if not per_video_map:
         raise AnnotationError(f"{csv_path}: no rows at line 2; use the CSV from msrvtt_data.zip ({_README})")
-    video_ids = list(per_video_map)
-    return _build("msrvtt", split, video_ids, [per_video_map[v] for v in video_ids])
+    return per_video_map
 
 
 # --------------------------------------------------------------------------------------------------------------------
