@@ -329,6 +329,9 @@ class Trainer:
             "data_wait": wait / max(seconds, 1e-9),
             "epoch": self.progress.epoch,
         }
+        if self.rt.device.type == "cuda":  # peak of this logging window, for sizing batches and spotting leaks
+            record["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(self.rt.device) / 2**30
+            torch.cuda.reset_peak_memory_stats(self.rt.device)
         bar.set_postfix(
             loss=f"{terms['loss']:.4f}",
             lr=f"{lrs.get('other_decay', 0):.2e}",
