@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import spacy
 import torch
 from open_clip.tokenizer import basic_clean, whitespace_clean
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from ..checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class TextWeightCache:
     """Algorithm 1 weights for a whole dataset, computed once and cached under `cache_dir`.
 
     The cache key hashes the captions, the config, the spaCy pipeline name + version, the tokenizer and the
-    context length, so changing any of them recomputes. Files are written atomically (tmp file + os.replace).
+    context length, so changing any of them recomputes. Files are written atomically (`checkpoint.save_atomic`).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, cfg: TextWeightsConfig | None = None) -> None:
@@ -258,16 +259,5 @@ class TextWeightCache:
             keys, w_pos, w_freq = [tuple(k) for k in data["keys"]], data["w_pos"], data["w_freq"]
         else:
             keys, w_pos, w_freq = compute_token_weights(captions_by_video, self.cfg, tokenizer, context_length)
-            self._save(path, {"keys": [list(k) for k in keys], "w_pos": w_pos, "w_freq": w_freq})
+            save_atomic({"keys": [list(k) for k in keys], "w_pos": w_pos, "w_freq": w_freq}, path)
         return {(str(v), int(i)): (w_pos[n], w_freq[n]) for n, (v, i) in enumerate(keys)}  # (L,), (L,)
-
-    def _save(self, path: Path, data: dict) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(data, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
