@@ -9,24 +9,35 @@ import numpy as np
 W, H, FPS = 64, 48, 10
 
 
-def write_gradient_video(path: Path, num_frames: int, seed: int = 0) -> Path:
-    """A tiny H.264 mp4 (W x H, FPS): each frame a horizontal gradient tinted by its index (distinct frames)."""
+def write_video(path: Path, frames, fps: int = FPS, codec: str = "libx264", options: dict | None = None,
+                faststart: bool = False) -> Path:
+    """Encode RGB uint8 frames (H, W, 3) into `path` with PyAV, yuv420p, at `fps`."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=FPS)
+    container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
+    stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    stream.options = {"crf": "10"}
-    ramp = np.linspace(0, 255, W, dtype=np.float32)[None, :].astype(np.uint8)
-    for i in range(num_frames):
-        image = np.empty((H, W, 3), np.uint8)
-        image[..., 0] = ramp
-        image[..., 1] = (5 * i + 40 * seed) % 256
-        image[..., 2] = 255 - ramp
+    stream.options = options or {}
+    container.start_encoding()  # writes the header even when there are no frames (the empty-video tests)
+    for image in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
     container.close()
     return path
+
+
+def write_gradient_video(path: Path, num_frames: int, seed: int = 0) -> Path:
+    """A tiny H.264 mp4 (W x H, FPS): each frame a horizontal gradient tinted by its index (distinct frames)."""
+    ramp = np.linspace(0, 255, W, dtype=np.float32)[None, :].astype(np.uint8)
+
+    def frame(i: int) -> np.ndarray:
+        image = np.empty((H, W, 3), np.uint8)
+        image[..., 0] = ramp
+        image[..., 1] = (5 * i + 40 * seed) % 256
+        image[..., 2] = 255 - ramp
+        return image
+
+    return write_video(path, (frame(i) for i in range(num_frames)), options={"crf": "10"})

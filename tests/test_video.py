@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _media import FPS, H, W, write_video
 
 from dmae_tpm.data.video import (
     FrameSamplingConfig,
@@ -27,7 +28,6 @@ needs_video = pytest.mark.skipif(
 
 MEAN = (0.1, 0.3, 0.5)
 STD = (0.2, 0.25, 0.4)
-W, H, FPS = 64, 48, 10
 
 
 def _colour(i: int) -> tuple[int, int, int]:
@@ -36,25 +36,9 @@ def _colour(i: int) -> tuple[int, int, int]:
 
 
 def _write_video(path: Path, num_frames: int, fps: int = FPS, codec: str = "libx264", faststart: bool = False) -> Path:
-    import av
-
-    container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    if codec == "libx264":
-        stream.options = {"crf": "1"}
-    else:
-        stream.options = {"qscale": "1"}
-    container.start_encoding()
-    for i in range(num_frames):
-        image = np.empty((H, W, 3), np.uint8)
-        image[...] = _colour(i)
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+    options = {"crf": "1"} if codec == "libx264" else {"qscale": "1"}
+    frames = (np.full((H, W, 3), _colour(i), np.uint8) for i in range(num_frames))
+    return write_video(path, frames, fps, codec, options, faststart)
 
 
 def _unnormalise(frames: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
