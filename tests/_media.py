@@ -1,7 +1,10 @@
-"""Tiny real videos for the data tests, written with PyAV (imported lazily: callers skip when it is absent)."""
+"""Fixtures for the data tests: tiny real videos, written with PyAV (imported lazily: callers skip when it is
+absent), and MSR-VTT annotation files."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +44,25 @@ def write_gradient_video(path: Path, num_frames: int, seed: int = 0) -> Path:
         return image
 
     return write_video(path, (frame(i) for i in range(num_frames)), options={"crf": "10"})
+
+
+def write_msrvtt_annotations(root: Path, train: dict[str, list[str]], test: dict[str, str]) -> Path:
+    """MSR-VTT annotation files in the CLIP4Clip layout (MSRVTT_data.json + 9k train csv + JSFUSION test csv)."""
+    root.mkdir(parents=True, exist_ok=True)
+    sentences = [
+        {"caption": c, "video_id": v, "sen_id": n}
+        for n, (v, c) in enumerate(
+            (v, c) for v, caps in {**train, **{k: [s] for k, s in test.items()}}.items() for c in caps
+        )
+    ]
+    videos = [{"video_id": v, "category": 0} for v in {**train, **test}]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    with open(root / "MSRVTT_train.9k.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id"])
+        w.writerows([v] for v in train)
+    with open(root / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "vid_key", "video_id", "sentence"])
+        w.writerows([f"ret{k}", f"msr{v[5:]}", v, s] for k, (v, s) in enumerate(test.items()))
+    return root

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.util
-import json
 import logging
 import pickle
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _media import write_gradient_video
+from _media import write_gradient_video, write_msrvtt_annotations
 from torch.utils.data import DataLoader
 
 from dmae_tpm.backbone import BackboneConfig, build_backbone
@@ -217,22 +215,7 @@ TEST = {
 
 
 def _write_msrvtt(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    pairs = [(v, c) for v, caps in TRAIN.items() for c in caps] + list(TEST.items())
-    data = {
-        "videos": [{"video_id": v} for v in [*TRAIN, *TEST]],
-        "sentences": [{"caption": c, "video_id": v, "sen_id": n} for n, (v, c) in enumerate(pairs)],
-    }
-    (root / "MSRVTT_data.json").write_text(json.dumps(data))
-    with open(root / "MSRVTT_train.9k.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id"])
-        writer.writerows([v] for v in TRAIN)
-    with open(root / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["key", "vid_key", "video_id", "sentence"])
-        writer.writerows([f"ret{k}", f"msr{v[5:]}", v, s] for k, (v, s) in enumerate(TEST.items()))
-    return root
+    return write_msrvtt_annotations(root, TRAIN, TEST)
 
 
 @pytest.fixture(scope="module")

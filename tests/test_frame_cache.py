@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _media import write_gradient_video
+from _media import write_gradient_video, write_msrvtt_annotations
 
 from dmae_tpm.data import frame_cache as fc
 from dmae_tpm.data.dataset import VideoSource
@@ -194,34 +193,12 @@ def test_rebuild_same_settings_is_cached_other_settings_raise(cache_dir, videos,
 # ---------------------------------------------------------------- CLI
 
 
-def _msrvtt_fixture(root: Path, train: dict[str, list[str]], test: dict[str, str]) -> Path:
-    """MSR-VTT annotation files in the CLIP4Clip layout (MSRVTT_data.json + 9k train csv + JSFUSION test csv)."""
-    root.mkdir(parents=True, exist_ok=True)
-    sentences = [
-        {"caption": c, "video_id": v, "sen_id": n}
-        for n, (v, c) in enumerate(
-            (v, c) for v, caps in {**train, **{k: [s] for k, s in test.items()}}.items() for c in caps
-        )
-    ]
-    videos = [{"video_id": v, "category": 0} for v in {**train, **test}]
-    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
-    with open(root / "MSRVTT_train.9k.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_id"])
-        w.writerows([v] for v in train)
-    with open(root / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "vid_key", "video_id", "sentence"])
-        w.writerows([f"ret{k}", f"msr{v[5:]}", v, s] for k, (v, s) in enumerate(test.items()))
-    return root
-
-
 def test_cli_builds_usable_cache(tmp_path, videos, capsys):
     video_root = tmp_path / "videos"
     video_root.mkdir()
     for vid in ("video0", "video1", "video2"):
         (video_root / f"{vid}.mp4").symlink_to(videos[vid])
-    ann = _msrvtt_fixture(
+    ann = write_msrvtt_annotations(
         tmp_path / "ann",
         train={"video0": ["a dog runs", "a dog plays"], "video1": ["a cat sleeps"]},
         test={"video2": "a bird flies", "video9": "a missing video"},
