@@ -124,3 +124,11 @@ def config_dir(candidates: list[str | os.PathLike | None] | None = None) -> str:
         f"no configs/config.yaml found (tried {tried}): run from the repository checkout, install it with "
         "pip install -e ., or set DMAE_CONFIGS=/path/to/dmae_tpm/configs"
     )
+
+
+def run_hydra(task) -> None:
+    """Compose configs/config.yaml with the command line's overrides and call task(cfg): the entry points' main.
+    The configs folder is looked up at call time, so a missing one is a clear error, not an import failure."""
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from .config import config_dir, to_run_config
+from .config import run_hydra, to_run_config
 from .evaluate import evaluate_checkpoint
 
 
@@ -14,7 +13,7 @@ def _evaluate(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(_evaluate)()
+    run_hydra(_evaluate)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@ torchrun --nproc_per_node=8 -m dmae_tpm.train experiment=msrvtt_vitb32_wti
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from .config import config_dir, to_run_config
+from .config import run_hydra, to_run_config
 from .trainer import train
 
 
@@ -17,8 +16,7 @@ def _train(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    # the configs folder is looked up at call time, so a missing one is a clear error, not an import failure
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(_train)()
+    run_hydra(_train)
 
 
 if __name__ == "__main__":
