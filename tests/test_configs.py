@@ -116,7 +116,7 @@ def test_paper_defaults_in_the_full_method(runs):
     m = runs["msrvtt_vitb16_ti"].model
     assert (m.loss.negnce.gamma1, m.loss.negnce.gamma2) == (1.0, 0.5)  # Sec. 4.1, Eq. 8
     assert (m.tpm.threshold, m.tpm.margin) == (0.6, 0.6)  # Sec. 4.1, tau and delta of Eqs. 14 and 17
-    assert m.similarity.variant == "paper" and m.loss.negnce.variant == "paper" and m.loss.tpm_weight == 1.0
+    assert m.similarity.variant == "word" and m.loss.negnce.variant == "paper" and m.loss.tpm_weight == 1.0
 
 
 @pytest.mark.parametrize("experiment", PAPER)
@@ -155,6 +155,10 @@ def test_table5_dmae_ablation(runs):
         m = runs[experiment].model
         assert (m.similarity.textual_attention, m.similarity.visual_attention) == (ta, va), experiment
         assert m.loss.name == "negnce" and m.loss.negnce.gamma2 == 0.5 and not m.tpm.enabled, experiment
+        # each row differs from Exp1 in the named attention(s) alone: the sentence term is in all four (D8)
+        assert m.similarity.sentence_term, experiment
+        switches = {"model.similarity.textual_attention": False, "model.similarity.visual_attention": False}
+        assert _same_run(runs[experiment], runs["table5_exp1_negnce"], **switches), experiment
 
 
 def _same_run(a: RunConfig, b: RunConfig, **differ) -> bool:
@@ -219,7 +223,7 @@ def test_demo_baseline(runs):
     assert _kind(demo) == "full" and _kind(base) == "baseline" and base.model.similarity.interaction == "ti"
     assert base.data.name == "synthetic" and base.model.backbone.name == "dmae-tiny"
     assert _same_run(base, demo, **{"model.similarity.textual_attention": True,
-                                    "model.similarity.visual_attention": True,
+                                    "model.similarity.visual_attention": True, "model.similarity.sentence_term": True,
                                     "model.loss.name": "negnce", "model.tpm.enabled": True})
 
 

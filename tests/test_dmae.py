@@ -1,4 +1,4 @@
-"""DMAE: Textual Attention (Eq. 1), Visual Attention (Eq. 2), the enhanced similarity (Eq. 3, both variants)."""
+"""DMAE: Textual Attention (Eq. 1), Visual Attention (Eq. 2), the enhanced similarity (Eq. 3, all three readings)."""
 
 import math
 
@@ -73,7 +73,7 @@ def test_identity_visual_attention():
     assert torch.equal(identity_visual_attention(torch.tensor([[True, False]])), torch.tensor([[[1.0, 0], [0, 0]]]))
 
 
-# -- Eq. 3, paper variant ---------------------------------------------------------------------------------------
+# -- Eq. 3, pooled reading (the literal 1 x N annotation) ----------------------------------------------------------
 def _batch(bt=3, bv=3, m=6, n=5, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     t_cls = torch.randn(bt, d, generator=g, dtype=torch.float64)
@@ -88,7 +88,7 @@ def _batch(bt=3, bv=3, m=6, n=5, d=8, seed=0):
     return TextInput(t_cls, t_tok, tm, w_pos, w_freq), v_h, fm
 
 
-def naive_paper_score(text, a, v_h, fm, b, ta, va, video_w=None):
+def naive_pooled_score(text, a, v_h, fm, b, ta, va, video_w=None):
     """Eq. 3 literally with matrices of the real tokens/frames, then TI (or WTI) on the 1 x N matrix."""
     tm, vm = text.t_mask[a], fm[b]
     t = F.normalize(text.t_tokens[a][tm], dim=-1)
@@ -108,29 +108,103 @@ def naive_paper_score(text, a, v_h, fm, b, ta, va, video_w=None):
 
 
 @pytest.mark.parametrize("ta,va", [(True, True), (True, False), (False, True)])
-def test_paper_dmae_matches_literal_eq3_ti(ta, va):
+def test_pooled_dmae_matches_literal_eq3_ti(ta, va):
     text, v_h, fm = _batch()
-    sim = Similarity(SimilarityConfig("ti", ta, va, "paper"), 8).double()
+    sim = Similarity(SimilarityConfig("ti", ta, va, "pooled"), 8).double()
     got = sim(text, v_h, fm)
     for a in range(3):
         for b in range(3):
-            assert abs(got[a, b].item() - naive_paper_score(text, a, v_h, fm, b, ta, va)) < 1e-12
+            assert abs(got[a, b].item() - naive_pooled_score(text, a, v_h, fm, b, ta, va)) < 1e-12
 
 
-def test_paper_dmae_matches_literal_eq3_wti():
+def test_pooled_dmae_matches_literal_eq3_wti():
     text, v_h, fm = _batch(seed=3)
-    sim = Similarity(SimilarityConfig("wti", True, True, "paper"), 8).double()
+    sim = Similarity(SimilarityConfig("wti", True, True, "pooled"), 8).double()
     got = sim(text, v_h, fm)
     for a in range(3):
         for b in range(3):
             vw = torch.softmax(sim.weights.video_fc(v_h[b][fm[b]]).squeeze(-1), 0).tolist()
-            assert abs(got[a, b].item() - naive_paper_score(text, a, v_h, fm, b, True, True, vw)) < 1e-12
+            assert abs(got[a, b].item() - naive_pooled_score(text, a, v_h, fm, b, True, True, vw)) < 1e-12
 
 
-def test_both_attentions_off_is_the_baseline_ti():
+@pytest.mark.parametrize("variant", ["word", "pooled", "official"])
+@pytest.mark.parametrize("inter", ["ti", "wti"])
+def test_everything_off_is_the_baseline_similarity(variant, inter):
     text, v_h, fm = _batch()
-    sim = Similarity(SimilarityConfig("ti", False, False, "paper"), 8).double()
+    sim = Similarity(SimilarityConfig(inter, False, False, variant, sentence_term=False), 8).double()
     assert torch.allclose(sim(text, v_h, fm), sim.plain(text.t_tokens, text.t_mask, v_h, fm))
+    # the same without the shortcut: the word reading with neutral W_TA / W_VA is TI / WTI itself
+    assert torch.allclose(sim.word_dmae(text, v_h, fm), sim.plain(text.t_tokens, text.t_mask, v_h, fm), atol=1e-12)
+
+
+# -- Eq. 3, word reading (default) ----------------------------------------------------------------------------------
+def naive_word_score(sim, text, a, v_h, fm, b, ta, va, sentence):
+    """S(t_tokens, v_h) . W_VA per word and frame, TI/WTI on it with W_TA (x WTI's weights, renormalised) as the
+    word weights; the sentence's 1 x N row through TI/WTI; the mean of the two. Loops over real tokens/frames."""
+    tm, vm = text.t_mask[a], fm[b]
+    words, frames = text.t_tokens[a][tm], v_h[b][vm]
+    t, v = F.normalize(words, dim=-1), F.normalize(frames, dim=-1)
+    c = F.normalize(text.t_cls[a], dim=-1)
+    m, n = t.shape[0], v.shape[0]
+    w_va = naive_visual_attention(frames, 2) if va else torch.eye(n, dtype=torch.float64)
+    s = [[sum((t[i] @ v[k]).item() * w_va[k, j].item() for k in range(n)) for j in range(n)] for i in range(m)]
+    s_cls = [sum((c @ v[k]).item() * w_va[k, j].item() for k in range(n)) for j in range(n)]
+    word_w = [1.0 / m] * m
+    if ta:
+        e = [math.exp(x) for x in (text.w_pos[a][tm] * text.w_freq[a][tm]).tolist()]
+        word_w = [x / sum(e) for x in e]
+    frame_w = [1.0 / n] * n
+    if sim.weights is not None:
+        learned = torch.softmax(sim.weights.text_fc(words).squeeze(-1), 0).tolist()
+        joint = [x * y for x, y in zip(word_w, learned, strict=True)] if ta else learned
+        word_w = [x / sum(joint) for x in joint]
+        frame_w = torch.softmax(sim.weights.video_fc(frames).squeeze(-1), 0).tolist()
+    t2v = sum(word_w[i] * max(s[i]) for i in range(m))
+    v2t = sum(frame_w[j] * max(s[i][j] for i in range(m)) for j in range(n))
+    word = 0.5 * (t2v + v2t)
+    if not sentence:
+        return word
+    return 0.5 * (word + 0.5 * (max(s_cls) + sum(frame_w[j] * s_cls[j] for j in range(n))))
+
+
+@pytest.mark.parametrize("inter", ["ti", "wti"])
+@pytest.mark.parametrize("ta,va,sentence", [(True, True, True), (True, False, True), (False, True, True),
+                                            (False, False, True), (True, True, False), (True, False, False)])
+def test_word_dmae_matches_naive_loop(inter, ta, va, sentence):
+    text, v_h, fm = _batch(seed=11)
+    sim = Similarity(SimilarityConfig(inter, ta, va, "word", sentence_term=sentence), 8).double()
+    got = sim(text, v_h, fm)
+    for a in range(3):
+        for b in range(3):
+            assert abs(got[a, b].item() - naive_word_score(sim, text, a, v_h, fm, b, ta, va, sentence)) < 1e-12
+
+
+def test_word_reading_keeps_token_wise_matching_that_pooling_loses():
+    """Hand-worked: two words e0, e1. Video A shows e0 then e1, video B twice the blend (e0 + e1) / sqrt 2.
+    Token-wise, each word finds its own frame in A (score 1) but only 1/sqrt 2 in B. Pooling the words first
+    (the literal 1 x N reading) compares the blend (e0 + e1) / 2 with every frame and prefers B (1/sqrt 2 > 1/2)."""
+    e0, e1 = torch.eye(2, dtype=torch.float64)
+    text = TextInput(torch.stack([e0])[None][:, 0], torch.stack([e0, e1])[None], torch.ones(1, 2, dtype=torch.bool))
+    blend = (e0 + e1) / math.sqrt(2)
+    v_h = torch.stack([torch.stack([e0, e1]), torch.stack([blend, blend])])  # (2 videos, 2 frames, 2)
+    fm = torch.ones(2, 2, dtype=torch.bool)
+    word = Similarity(SimilarityConfig("ti", False, False, "word", sentence_term=False), 2).double()
+    pooled = Similarity(SimilarityConfig("ti", False, False, "pooled", sentence_term=False), 2).double()
+    assert torch.allclose(word.word_dmae(text, v_h, fm), torch.tensor([[1.0, 1 / math.sqrt(2)]], dtype=torch.float64))
+    want = torch.tensor([[0.5, 1 / math.sqrt(2)]], dtype=torch.float64)
+    assert torch.allclose(pooled.pooled_dmae(text, v_h, fm), want)
+
+
+def test_sentence_term_is_its_own_switch():
+    """Turning an attention on must not add the sentence term: with TA on and the sentence term off, the score is
+    the word term alone; with it on, the mean of word and sentence terms."""
+    text, v_h, fm = _batch(seed=12)
+    on = Similarity(SimilarityConfig("ti", True, False, "word", sentence_term=True), 8).double()
+    off = Similarity(SimilarityConfig("ti", True, False, "word", sentence_term=False), 8).double()
+    sentence_only = Similarity(SimilarityConfig("ti", False, False, "word", sentence_term=False), 8).double()
+    one = torch.ones(3, 1, dtype=torch.bool)
+    sent = sentence_only.plain(text.t_cls[:, None], one, v_h, fm)
+    assert torch.allclose(on(text, v_h, fm), 0.5 * (off(text, v_h, fm) + sent), atol=1e-12)
 
 
 def test_textual_attention_needs_weights():
@@ -141,8 +215,9 @@ def test_textual_attention_needs_weights():
 
 
 # -- Eq. 3, the authors' code ------------------------------------------------------------------------------------
-def naive_official_term(x, w, v, self_weight):
-    """The authors' _get_wti_similarity (TI branch) for one pair, real tokens/frames only, in loops."""
+def naive_official_term(x, w, v, self_weight, weights=None):
+    """The authors' _get_wti_similarity for one pair, real tokens/frames only, in loops: TI, or WTI with
+    `weights` (the TokenWeights heads, fed unit features; words of weight 0 out of the text softmax)."""
     x, v = F.normalize(x, dim=-1), F.normalize(v, dim=-1)
     lx, n = x.shape[0], v.shape[0]
     r = [[(x[t] @ v[j]).item() * (1.0 if w[t] > 0 else 0.0) for j in range(n)] for t in range(lx)]
@@ -153,10 +228,17 @@ def naive_official_term(x, w, v, self_weight):
         score = r[t][best]
         if self_weight and n > 1:
             second = max(range(n), key=lambda j: f[best][j])
-            score += 0.5 * f[best][second] * r[t][second]
+            score += 0.5 * max(0.0, f[best][second]) * r[t][second]
         t2v.append(score)
     v2t = [max(r[t][j] for t in range(lx)) for j in range(n)]
-    return 0.5 * (sum(a * b for a, b in zip(t2v, w, strict=True)) / sum(w) + sum(v2t) / n)
+    if weights is None:
+        return 0.5 * (sum(a * b for a, b in zip(t2v, w, strict=True)) / sum(w) + sum(v2t) / n)
+    logits = [weights.text_fc(x[t]).item() for t in range(lx)]
+    z = sum(math.exp(g) for g, wt in zip(logits, w, strict=True) if wt > 0)
+    a = [math.exp(g) / z if wt > 0 else 0.0 for g, wt in zip(logits, w, strict=True)]
+    c = torch.softmax(weights.video_fc(v).squeeze(-1), 0).tolist()
+    t2v_score = sum(s * wt * at for s, wt, at in zip(t2v, w, a, strict=True))
+    return 0.5 * (t2v_score + sum(s * cn for s, cn in zip(v2t, c, strict=True)))
 
 
 @pytest.mark.parametrize("ta,va", [(True, True), (False, True), (True, False)])
@@ -172,6 +254,32 @@ def test_official_dmae_matches_authors_formula(ta, va):
             sent = naive_official_term(text.t_cls[a][None], [1.0], v, va)
             words = naive_official_term(text.t_tokens[a][tm], w, v, va)
             assert abs(got[a, b].item() - 0.5 * (sent + words)) < 1e-12
+
+
+def test_official_dmae_wti_matches_authors_formula():
+    text, v_h, fm = _batch(seed=13)
+    text.w_freq[0, :2] = 0.0  # words of weight 0 must leave the learned softmax, not just score 0
+    sim = Similarity(SimilarityConfig("wti", True, True, "official"), 8).double()
+    got = sim(text, v_h, fm)
+    for a in range(3):
+        tm = text.t_mask[a]
+        w = (text.w_pos[a] * text.w_freq[a])[tm].tolist()
+        for b in range(3):
+            v = v_h[b][fm[b]]
+            sent = naive_official_term(text.t_cls[a][None], [1.0], v, True, sim.weights)
+            words = naive_official_term(text.t_tokens[a][tm], w, v, True, sim.weights)
+            assert abs(got[a, b].item() - 0.5 * (sent + words)) < 1e-12
+
+
+def test_official_second_frame_weight_is_never_negative():
+    """Frames pairwise at negative cosine: the authors' max over the zeroed diagonal gives weight 0."""
+    x = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    v_h = torch.tensor([[[1.0, 0.0], [-1.0, 0.1]]], dtype=torch.float64)
+    text = TextInput(x[:, 0], x, torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 1), torch.ones(1, 1))
+    va = Similarity(SimilarityConfig("ti", False, True, "official", sentence_term=False), 2).double()
+    no_va = Similarity(SimilarityConfig("ti", False, False, "official", sentence_term=False), 2).double()
+    fm = torch.ones(1, 2, dtype=torch.bool)
+    assert torch.equal(va(text, v_h, fm), no_va(text, v_h, fm))
 
 
 def test_official_dmae_one_frame_video_has_no_second_frame_term_and_finite_grads():
@@ -194,7 +302,7 @@ def test_official_dmae_one_frame_video_has_no_second_frame_term_and_finite_grads
 
 
 # -- properties of both variants ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", ["word", "pooled", "official"])
 @pytest.mark.parametrize("inter", ["ti", "wti"])
 def test_dmae_padding_invariance(variant, inter):
     text, v_h, fm = _batch(seed=7)
@@ -207,7 +315,7 @@ def test_dmae_padding_invariance(variant, inter):
     assert torch.allclose(base, got, atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", ["word", "pooled", "official"])
 def test_dmae_gradcheck(variant):
     text, v_h, fm = _batch(bt=2, bv=2, m=4, n=3, d=4, seed=9)
     sim = Similarity(SimilarityConfig("wti", True, True, variant), 4).double()
@@ -225,3 +333,5 @@ def test_config_validation():
         SimilarityConfig(interaction="max")
     with pytest.raises(ValueError, match="variant"):
         SimilarityConfig(variant="v2")
+    with pytest.warns(UserWarning, match="pooled"):
+        assert SimilarityConfig(variant="paper").variant == "pooled"  # configs written before the rename

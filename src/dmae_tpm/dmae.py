@@ -1,21 +1,26 @@
 """Dual-Modal Attention-Enhanced similarity (Sec. 3.2, Eq. 3), and the plain TI/WTI score it enhances.
 
-Two readings of Eq. 3 are offered (docs/fidelity.md states exactly what each computes):
+Three readings of Eq. 3 are offered (docs/fidelity.md, D7-D9, states exactly what each computes):
 
-* ``paper``: Eq. 3 as written. For every text-video pair,
-  S'(t_tokens, v_h) = W_TA . S(t_tokens, v_h) . W_VA  (1 x M)(M x N)(N x N) -> 1 x N,
-  S'(t_cls, v_h)    = S(t_cls, v_h) . W_VA            (1 x N)(N x N)        -> 1 x N,
-  S' = (S'(t_tokens, v_h) + S'(t_cls, v_h)) / 2, then TI / WTI on the 1 x N matrix S'.
+* ``word`` (default): DMAE acts on the word x frame matrix that TI/WTI needs. For every text-video pair,
+  S(t_tokens, v_h) . W_VA (M x N) goes through TI/WTI with W_TA as the weights of the text-to-video average
+  (each word's row weighted, Eq. 1), S(t_cls, v_h) . W_VA (1 x N) through TI/WTI as a one-token text, and the
+  score is the mean of the two, as the authors' code joins its sentence and word terms.
+* ``pooled``: the literal "1 x N" annotation of Eq. 3. W_TA (1 x M) . S(t_tokens, v_h) . W_VA pools the words
+  into one row before any max, S' = (that + S(t_cls, v_h) . W_VA) / 2, then TI / WTI on the 1 x N matrix S'.
+  Token-wise interaction then degenerates to the max / mean over frames of one pooled text.
 * ``official``: what the authors' released code (prj/dmae_vtp, dmae_utils.py) computes: the mean of a
   sentence-to-frames and a words-to-frames TI/WTI score, where the textual weights scale each word's
   best-frame score after the max, and Visual Attention adds 0.5 x (frame-frame similarity) x (similarity to
   the frame most similar to the best frame).
 
-With both attentions off the score is the baseline's plain TI/WTI between t_tokens and v_h.
+`sentence_term=false` drops S(t_cls, v_h) from every reading, so that an ablation row changes one component.
+With both attentions and the sentence term off the score is the baseline's plain TI/WTI between t_tokens and v_h.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -36,25 +41,32 @@ from .token_interaction import (
 )
 from .visual_attention import frame_self_similarity, identity_visual_attention, visual_attention
 
+VARIANTS = ("word", "pooled", "official")
+
 
 @dataclass
 class SimilarityConfig:
     interaction: str = "ti"  # "ti" | "wti"
     textual_attention: bool = True
     visual_attention: bool = True
-    variant: str = "paper"  # "paper" | "official"
+    variant: str = "word"  # "word" | "pooled" (the literal 1 x N annotation; "paper" before) | "official"
     topk: int = 2  # Eq. 2
     official_self_weight: float = 0.5  # authors' code: weight of the second-best-frame term
+    sentence_term: bool = True  # Eq. 3's S'(t_cls, v_h); its own switch so ablations change one thing
 
     def __post_init__(self):
         if self.interaction not in ("ti", "wti"):
             raise ValueError(f"similarity.interaction must be 'ti' or 'wti', got {self.interaction!r}")
-        if self.variant not in ("paper", "official"):
-            raise ValueError(f"similarity.variant must be 'paper' or 'official', got {self.variant!r}")
+        if self.variant == "paper":  # checkpoints and configs written before the rename
+            warnings.warn("similarity.variant=paper is now called 'pooled' (the literal 1 x N reading of Eq. 3); "
+                          "the default is 'word' (docs/fidelity.md D7)", stacklevel=2)
+            self.variant = "pooled"
+        if self.variant not in VARIANTS:
+            raise ValueError(f"similarity.variant must be one of {VARIANTS}, got {self.variant!r}")
 
     @property
     def dmae(self) -> bool:
-        return self.textual_attention or self.visual_attention
+        return self.textual_attention or self.visual_attention or self.sentence_term
 
 
 @dataclass
@@ -84,9 +96,8 @@ class Similarity(nn.Module):
         frame_mask = frame_mask.bool()
         if not self.cfg.dmae:
             return self.plain(text.t_tokens, text.t_mask, v_h, frame_mask)
-        if self.cfg.variant == "paper":
-            return self.paper_dmae(text, v_h, frame_mask)
-        return self.official_dmae(text, v_h, frame_mask)
+        reading = {"word": self.word_dmae, "pooled": self.pooled_dmae, "official": self.official_dmae}
+        return reading[self.cfg.variant](text, v_h, frame_mask)
 
     # -- plain TI / WTI ---------------------------------------------------------------------------------------
     def plain(self, t_tokens, t_mask, v_h, frame_mask, pairwise: bool = True) -> torch.Tensor:
@@ -102,27 +113,62 @@ class Similarity(nn.Module):
             return None, None
         return self.weights.text(t_tokens, t_mask), self.weights.video(v_h, frame_mask)
 
-    # -- Eq. 3 as written ---------------------------------------------------------------------------------------
-    def paper_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
-        w_ta = self._w_ta(text)  # (B_t, M)  Eq. (1)
+    # -- Eq. 3 on the word x frame matrix (default) ---------------------------------------------------------------
+    def word_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
+        w_va = self._w_va(v_h, frame_mask)  # (B_v, N, N) or None  Eq. (2)
+        vw = None if self.weights is None else self.weights.video(v_h, frame_mask)  # (B_v, N)
+        words = all_pairs_token_interaction(text.t_tokens, text.t_mask, v_h, frame_mask,
+                                            self._word_weights(text), vw, frame_mix=w_va)  # (B_t, B_v)
+        if not self.cfg.sentence_term:
+            return words
+        one = torch.ones_like(text.t_mask[:, :1])
+        sentence = all_pairs_token_interaction(text.t_cls[:, None], one, v_h, frame_mask, None, vw,
+                                               frame_mix=w_va)  # (B_t, B_v)  a one-token text: weight 1
+        return 0.5 * (words + sentence)  # Eq. (3), joined as the authors' code joins its two terms
+
+    def _w_va(self, v_h, frame_mask) -> torch.Tensor | None:
+        """W_VA of Eq. 2, or None when Visual Attention is off (W_VA = I: nothing to multiply)."""
+        return visual_attention(v_h, frame_mask, self.cfg.topk) if self.cfg.visual_attention else None
+
+    def _word_weights(self, text: TextInput) -> torch.Tensor | None:
+        """The weights of the text-to-video average over words: W_TA (Eq. 1), WTI's learned ones, or both.
+
+        Scaling word m's row of S . W_VA by a positive w_m scales its best-frame score by w_m, so weighting rows
+        by W_TA is TI with W_TA in place of the uniform average. With WTI as well, the two weightings multiply
+        and are renormalised (a product of experts): the score stays a convex combination of the words'
+        best-frame scores, and each weighting alone is recovered when the other is uniform.
+        """
+        w_ta = self._w_ta(text) if self.cfg.textual_attention else None  # (B_t, M)
+        if self.weights is None:
+            return w_ta
+        learned = self.weights.text(text.t_tokens, text.t_mask)  # (B_t, M)
+        if w_ta is None:
+            return learned
+        joint = w_ta * learned
+        return joint / joint.sum(-1, keepdim=True).clamp_min(torch.finfo(joint.dtype).tiny)
+
+    # -- Eq. 3 with its literal 1 x N annotation ---------------------------------------------------------------------
+    def pooled_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
+        w_ta = self._w_ta(text) if self.cfg.textual_attention else uniform_textual_attention(
+            text.t_mask, text.t_tokens.dtype)  # (B_t, M)  Eq. (1)
         w_va = (visual_attention(v_h, frame_mask, self.cfg.topk) if self.cfg.visual_attention
                 else identity_visual_attention(frame_mask, v_h.dtype))  # (B_v, N, N)  Eq. (2)
         # W_TA . S(t_tokens, v_h) is linear in the normalised tokens, so sum them first: no (B_t, B_v, M, N).
         t_hat = F.normalize(text.t_tokens, dim=-1)
         t_att = torch.einsum("am,amd->ad", w_ta.to(t_hat.dtype), t_hat)  # (B_t, D)
         v_hat = F.normalize(v_h, dim=-1)
-        s_tok = torch.einsum("ad,bnd->abn", t_att, v_hat)  # (B_t, B_v, N)  W_TA . S(t_tokens, v_h)
-        s_cls = torch.einsum("ad,bnd->abn", F.normalize(text.t_cls, dim=-1), v_hat)  # (B_t, B_v, N)
-        s_prime = 0.5 * torch.einsum("abi,bij->abj", s_tok + s_cls, w_va)  # (B_t, B_v, N)  Eq. (3)
+        s_rows = torch.einsum("ad,bnd->abn", t_att, v_hat)  # (B_t, B_v, N)  W_TA . S(t_tokens, v_h)
+        if self.cfg.sentence_term:
+            s_cls = torch.einsum("ad,bnd->abn", F.normalize(text.t_cls, dim=-1), v_hat)  # (B_t, B_v, N)
+            s_rows = 0.5 * (s_rows + s_cls)
+        s_prime = torch.einsum("abi,bij->abj", s_rows, w_va)  # (B_t, B_v, N)  Eq. (3)
         return self._interaction_1xN(s_prime, v_h, frame_mask)
 
     def _w_ta(self, text: TextInput) -> torch.Tensor:
-        if not self.cfg.textual_attention:
-            return uniform_textual_attention(text.t_mask, text.t_tokens.dtype)
         if text.w_pos is None or text.w_freq is None:
             raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights); "
                              "compute them in the data pipeline or set similarity.textual_attention=false")
-        return textual_attention(text.w_pos, text.w_freq, text.t_mask)
+        return textual_attention(text.w_pos, text.w_freq, text.t_mask)  # (B_t, M)  Eq. (1)
 
     def _interaction_1xN(self, s_prime, v_h, frame_mask) -> torch.Tensor:
         """TI/WTI on S' (1 x N per pair): the single text row's best frame, and every frame's own score."""
@@ -141,9 +187,11 @@ class Similarity(nn.Module):
             if text.w_pos is None or text.w_freq is None:
                 raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights)")
             word_weight = text.w_pos * text.w_freq * word_weight
+        words = self._official_score(text.t_tokens, text.t_mask, word_weight, v_h, frame_mask)
+        if not self.cfg.sentence_term:
+            return words
         ones = torch.ones_like(text.t_mask[:, :1], dtype=torch.bool)
         sentence = self._official_score(text.t_cls[:, None], ones, ones.float(), v_h, frame_mask)
-        words = self._official_score(text.t_tokens, text.t_mask, word_weight, v_h, frame_mask)
         return 0.5 * (sentence + words)
 
     def _official_score(self, x, x_mask, x_weight, v_h, frame_mask) -> torch.Tensor:
@@ -168,14 +216,17 @@ class Similarity(nn.Module):
             t2v = torch.einsum("clv,cl->cv", t2v, x_weight.to(t2v.dtype)) / x_weight.sum(-1).clamp_min(1e-12)[:, None]
             v2t = torch.einsum("cvn,vn->cv", v2t, uniform_weights(frame_mask, v2t.dtype))
         else:
-            learned = self.weights.text(x, x_mask)  # (C, L)
+            # As in their code: the weight heads see unit features, and words of textual weight 0 are left out of
+            # the learned softmax's normaliser (their word_weight is masked with the text weights, not the mask).
+            learned = self.weights.text(F.normalize(x, dim=-1), x_mask & (x_weight > 0))  # (C, L)
+            video_w = self.weights.video(v_hat, frame_mask)  # (V, N)
             t2v = torch.einsum("clv,cl->cv", t2v, (x_weight * learned).to(t2v.dtype))
-            v2t = torch.einsum("cvn,vn->cv", v2t, self.weights.video(v_h, frame_mask).to(v2t.dtype))
+            v2t = torch.einsum("cvn,vn->cv", v2t, video_w.to(v2t.dtype))
         return 0.5 * (t2v + v2t)
 
 
 def _second_frame_term(s, best, v_h, frame_mask) -> torch.Tensor:
-    """For each text token: f2f(best, second) x sim(token, second), where `best` is the token's best frame
+    """For each text token: max(0, f2f(best, second)) x sim(token, second), where `best` is the token's best frame
     and `second` the frame most similar to it (authors' self_weight). 0 if the video has one real frame.
 
     s: (C, L, V, N) with -inf on padding; best: (C, L, V). Returns (C, L, V).
@@ -184,7 +235,9 @@ def _second_frame_term(s, best, v_h, frame_mask) -> torch.Tensor:
     n = f2f.shape[-1]
     other = frame_mask[:, :, None] & frame_mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=f2f.device)
     f2f_best, second = f2f.masked_fill(~other, float("-inf")).max(-1)  # (V, N) each
-    f2f_best = finite_or_zero(f2f_best)  # no second real frame
+    # Their max also sees the zeroed diagonal and padding: a frame whose every other frame has negative cosine
+    # (or that has no other real frame) gets weight 0, not a negative one.
+    f2f_best = f2f_best.clamp_min(0.0)
     video = torch.arange(f2f.shape[0], device=f2f.device)[None, None]  # (1, 1, V)
     weight = f2f_best[video, best]  # (C, L, V)
     sim_second = s.gather(3, second[video, best][..., None]).squeeze(-1)  # (C, L, V)

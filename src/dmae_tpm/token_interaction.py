@@ -92,11 +92,14 @@ def all_pairs_token_interaction(
     v_mask: torch.Tensor,
     text_weight: torch.Tensor | None = None,
     video_weight: torch.Tensor | None = None,
+    frame_mix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TI (weights None) or WTI of every caption with every video, on unnormalised token features.
 
     t_tokens (C, M, D), t_mask / text_weight (C, M); v_tokens (V, N, D), v_mask / video_weight (V, N).
     Returns (C, V), equal to `token_interaction(cosine_tokens(t, v, pairwise=True), ...)`.
+    frame_mix (V, N, N), optional: each pair's similarity matrix is right-multiplied by its video's matrix
+    before the interaction (DMAE's S . W_VA, Eq. 3); it must be zero in the rows and columns of padded frames.
     Only the similarity itself is of size C x M x V x N: no permuted copy, no 4-D masks, no masked copies.
     """
     c, m, d = t_tokens.shape
@@ -104,6 +107,8 @@ def all_pairs_token_interaction(
     t_hat = F.normalize(t_tokens, dim=-1).reshape(c * m, d)  # (C*M, D)
     v_hat = F.normalize(v_tokens, dim=-1).reshape(v * n, d)  # (V*N, D)
     s = (t_hat @ v_hat.T).view(c, m, v, n)  # (C, M, V, N) the matmul's own layout
+    if frame_mix is not None:
+        s = torch.einsum("cmvi,vij->cmvj", s, frame_mix.to(s.dtype))  # (C, M, V, N)  S . W_VA
     s += neg_inf_bias(t_mask, s.dtype)[:, :, None, None]  # (C, M, 1, 1) padded words lose every max
     s += neg_inf_bias(v_mask, s.dtype)[None, None]  # (1, 1, V, N) padded frames too
     t2v = finite_or_zero(s.amax(3))  # (C, M, V) best video token per text token
