@@ -51,9 +51,11 @@ def make_batch(b, seed):
 
 
 def build(temporal_type="seqTransf", temporal_input="v_tokens", interaction="ti", normalize="softmax",
-          threshold=0.6, margin=0.6, seed=0):
+          threshold=0.6, margin=0.6, seed=0, text_global_norm="t_g"):
     torch.manual_seed(seed)
-    tpm = TPMCL(TPMConfig(threshold=threshold, margin=margin, predictor_normalize=normalize), D, M, N, K1)
+    cfg = TPMConfig(threshold=threshold, margin=margin, predictor_normalize=normalize,
+                    text_global_norm=text_global_norm)
+    tpm = TPMCL(cfg, D, M, N, K1)
     temporal = TemporalEncoder(TemporalConfig(type=temporal_type, input=temporal_input, layers=1,
                                               max_frames=N, head_width=4), D)
     sim = Similarity(SimilarityConfig(interaction=interaction, textual_attention=False,
@@ -84,9 +86,10 @@ def naive_mask(w, tau):
     return torch.tensor(b, dtype=w.dtype)
 
 
-def naive_single_score(similarity, q, v_h):
-    """TI / WTI of one text token q (D,) against the real frames v_h (n, D)."""
-    qn = q / q.norm().clamp_min(1e-12)
+def naive_single_score(similarity, q, v_h, keep_length=False):
+    """TI / WTI of one text token q (D,) against the real frames v_h (n, D): cosines, or with keep_length the dot
+    products of q as it is with the unit frames."""
+    qn = q if keep_length else q / q.norm().clamp_min(1e-12)
     vn = v_h / v_h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     cos = vn @ qn  # (n,)
     t2v = cos.max()  # the single text token's best frame (its weight is 1 in WTI too)
@@ -99,29 +102,35 @@ def naive_single_score(similarity, q, v_h):
 
 
 def naive_tpm(tpm, temporal, similarity, text, video, tau, delta, fcls_from_masked_tokens=False):
-    """Per-pair loop: every matched pair (t_i, v_i) trimmed to its real words / frames and run alone."""
+    """Per-pair loop: every matched pair (t_i, v_i) trimmed to its real words / frames and run alone.
+    t_g, t_g^p are weighted sums of the unit words ("both": of the raw ones, as before), scored per
+    tpm.cfg.text_global_norm: "t_g" normalises t_g only, "none" neither, "both" both."""
+    norm = tpm.cfg.text_global_norm
     terms = {"trpl1": [], "trpl2": [], "trpl3": []}
     masked_t = real_t = masked_v = real_v = 0.0
     for i in range(text.t_cls.shape[0]):
         m_i = int(text.t_mask[i].nonzero().max()) + 1
         n_i = int(video.frame_mask[i].sum())
         tt, tm = text.t_tokens[i, :m_i], text.t_mask[i, :m_i]
+        words = tt if norm == "both" else tt / tt.norm(dim=-1, keepdim=True)
         fc, vt = video.f_cls[i, :n_i], video.v_tokens[i, :n_i * K1]
         ones_f = torch.ones(1, n_i, dtype=torch.bool)
         w_t = tpm.text_predictor(fc[None], ones_f, tt[None], tm[None])[0]  # Eq. 10
         w_v = tpm.video_predictor(text.t_cls[i][None, None], torch.ones(1, 1, dtype=torch.bool), vt[None],
                                   torch.ones(1, n_i * K1, dtype=torch.bool))[0]  # Eq. 11
         b_t, b_v = naive_mask(w_t, tau), naive_mask(w_v, tau)  # Eq. 14
-        t_g = (w_t[:, None] * tt).sum(0)  # Eq. 15
-        t_g_p = (w_t[:, None] * (b_t[:, None] * tt)).sum(0)  # Eqs. 12, 16
+        t_g = (w_t[:, None] * words).sum(0)  # Eq. 15
+        t_g_p = (w_t[:, None] * (b_t[:, None] * words)).sum(0)  # Eqs. 12, 16
         vt_p = b_v[:, None] * vt  # Eq. 13
         fc_p = vt_p[::K1] if fcls_from_masked_tokens else b_v[::K1, None] * fc  # a frame's [CLS] masked or not
         v_h = temporal(VideoFeatures(fc[None], vt[None], ones_f))[0]
         v_h_p = temporal(VideoFeatures(fc_p[None], vt_p[None], ones_f))[0]
         s = lambda q, vh: naive_single_score(similarity, q, vh)  # noqa: E731
+        s_g = lambda q, vh: naive_single_score(similarity, q, vh, keep_length=norm == "none")  # noqa: E731
+        s_gp = lambda q, vh: naive_single_score(similarity, q, vh, keep_length=norm != "both")  # noqa: E731
         terms["trpl1"].append(F.relu(s(text.t_cls[i], v_h_p) - s(text.t_cls[i], v_h) + delta))  # Eq. 17
-        terms["trpl2"].append(F.relu(s(t_g, v_h_p) - s(t_g, v_h) + delta))
-        terms["trpl3"].append(F.relu(s(t_g_p, v_h) - s(t_g, v_h) + delta))
+        terms["trpl2"].append(F.relu(s_g(t_g, v_h_p) - s_g(t_g, v_h) + delta))
+        terms["trpl3"].append(F.relu(s_gp(t_g_p, v_h) - s_g(t_g, v_h) + delta))
         masked_t += float(((1 - b_t) * tm).sum())
         real_t += float(tm.sum())
         masked_v += float((1 - b_v).sum())
@@ -327,12 +336,14 @@ def test_triplet_partial_margin_gradient_direction():
 # TPMCL.forward against a per-pair loop
 # ---------------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("norm", ["t_g", "none", "both"])
 @pytest.mark.parametrize("interaction", ["ti", "wti"])
 @pytest.mark.parametrize("temporal_input", ["v_tokens", "f_cls"])
 @pytest.mark.parametrize("temporal_type", ["meanP", "seqTransf"])
-def test_tpmcl_forward_matches_per_pair_loop(temporal_type, temporal_input, interaction):
+def test_tpmcl_forward_matches_per_pair_loop(temporal_type, temporal_input, interaction, norm):
     tau, delta = 0.6, 0.6
-    tpm, temporal, sim = build(temporal_type, temporal_input, interaction, threshold=tau, margin=delta)
+    tpm, temporal, sim = build(temporal_type, temporal_input, interaction, threshold=tau, margin=delta,
+                               text_global_norm=norm)
     text, video = make_batch(4, seed=4)
     out = tpm(text, video, temporal(video), temporal, pair_score(sim))
     want = naive_tpm(tpm, temporal, sim, text, video, tau, delta)
@@ -358,7 +369,8 @@ def test_tpmcl_forward_other_hyperparameters(normalize, tau, delta):
 def test_partial_video_without_masking_equals_full_video():
     """tau below every weight masks nothing: v_h^p = v_h, t_g^p = t_g, and each triplet term is delta."""
     for temporal_input in ("v_tokens", "f_cls"):
-        tpm, temporal, sim = build("seqTransf", temporal_input, "ti", threshold=1e-9, margin=0.25)
+        tpm, temporal, sim = build("seqTransf", temporal_input, "ti", threshold=1e-9, margin=0.25,
+                                   text_global_norm="none")
         text, video = make_batch(3, seed=6)
         v_h = temporal(video)
         p = tpm.partial_samples(text, video, temporal)
@@ -388,9 +400,10 @@ def all_pairs_tpm(tpm, temporal, similarity, text, video, tau, delta):
                               video.v_tokens[vj], v_mask)  # (B^2, P)
     b_t = torch.stack([naive_mask(r, tau) for r in w_t])
     b_v = torch.stack([naive_mask(r, tau) for r in w_v])
-    t_tok = text.t_tokens[ti]
+    t_tok = F.normalize(text.t_tokens[ti], dim=-1)  # their cap_embed is normalised before anything
     t_g = torch.einsum("pmd,pm->pd", t_tok, w_t)
-    t_g_p = torch.einsum("pmd,pm->pd", t_tok * b_t[..., None], w_t)
+    t_g = t_g / t_g.norm(dim=-1, keepdim=True)  # their sequence_global is normalised ...
+    t_g_p = torch.einsum("pmd,pm->pd", t_tok * b_t[..., None], w_t)  # ... sequence_global_partial is not
     vt_p = video.v_tokens[vj] * b_v[..., None]
     v_h = temporal(video)[vj]  # (B^2, N, D)
     v_h_p = temporal(VideoFeatures(vt_p[:, ::K1], vt_p, fm))  # (B^2, N, D)
@@ -402,7 +415,9 @@ def all_pairs_tpm(tpm, temporal, similarity, text, video, tau, delta):
     t_cls = text.t_cls[ti]
     s1, s1p = mat(t_cls, v_h), mat(t_cls, v_h_p)
     s2, s2p = mat(t_g, v_h), mat(t_g, v_h_p)
-    s3p = mat(t_g_p, v_h)
+    frames = [v_h[p][fm[p]] for p in range(b * b)]  # their dot product of t_g^p with the unit frames, per pair
+    s3p = torch.stack([naive_single_score(similarity, t_g_p[p], frames[p], keep_length=True)
+                       for p in range(b * b)]).reshape(b, b)
     ranking = torch.nn.MarginRankingLoss(margin=delta)
     one = torch.ones(b, dtype=F64)
     terms = {"trpl1": ranking(s1.diagonal(), s1p.diagonal(), one),
@@ -492,3 +507,40 @@ def test_gradient_flow(normalize):
 def test_tpm_config_rejects_unknown_normalize():
     with pytest.raises(ValueError):
         TPMCL(TPMConfig(predictor_normalize="tanh"), D, M, N, K1)
+    with pytest.raises(ValueError, match="text_global_norm"):
+        TPMConfig(text_global_norm="partial")
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.0, 1.5])
+def test_tpm_config_rejects_threshold_outside_open_interval(tau):
+    """tau = 1 would mask every real token of some rows: the softmax's cumulative sum ends just below 1."""
+    with pytest.raises(ValueError, match="threshold"):
+        TPMConfig(threshold=tau)
+
+
+def test_masking_lowers_the_partial_text_score_by_the_masked_weight():
+    """Hand-worked, "none": words e0 (weight 0.7, masked at tau 0.75) and e1 (0.3) against one frame e0 + e1:
+    S(t_g) = <0.7 e0 + 0.3 e1, (e0 + e1)/sqrt 2> = 1/sqrt 2; S(t_g^p) = <0.3 e1, .> = 0.3/sqrt 2: the masked weight
+    counts. "t_g" scores t_g as a cosine (0.7 + 0.3)/(sqrt(0.58) sqrt 2); "both" turns t_g^p to e1: 1/sqrt 2."""
+    sim = Similarity(SimilarityConfig("ti", False, False, sentence_term=False), 2).double()
+    score = pair_score(sim)
+    e0, e1 = torch.eye(2, dtype=F64)
+    t_g, t_g_p, v_h = (0.7 * e0 + 0.3 * e1)[None], (0.3 * e1)[None], (e0 + e1)[None, None]
+    fm = torch.ones(1, 1, dtype=torch.bool)
+    from dmae_tpm.tpm_cl import length_kept
+    r2 = 2 ** 0.5
+    assert length_kept(score)(t_g, v_h, fm).item() == pytest.approx(1 / r2, abs=1e-12)
+    assert length_kept(score)(t_g_p, v_h, fm).item() == pytest.approx(0.3 / r2, abs=1e-12)
+    assert score(t_g, v_h, fm).item() == pytest.approx(1.0 / (0.58 ** 0.5 * r2), abs=1e-12)
+    assert score(t_g_p, v_h, fm).item() == pytest.approx(1 / r2, abs=1e-12)
+
+
+def test_length_kept_score_has_finite_gradient_at_zero():
+    """All words masked would give t_g^p = 0: its score is 0 and no NaN reaches the gradient."""
+    sim = Similarity(SimilarityConfig("ti", False, False, sentence_term=False), 4).double()
+    from dmae_tpm.tpm_cl import length_kept
+    q = torch.zeros(2, 4, dtype=F64, requires_grad=True)
+    v_h = torch.randn(2, 3, 4, dtype=F64)
+    out = length_kept(pair_score(sim))(q, v_h, torch.ones(2, 3, dtype=torch.bool))
+    out.sum().backward()
+    assert (out == 0).all() and torch.isfinite(q.grad).all()

@@ -34,14 +34,22 @@ class TPMConfig:
     threshold: float = 0.6  # tau in Eq. 14: cumulative weight of the informative tokens to mask
     margin: float = 0.6  # delta in Eq. 17
     predictor_normalize: str = "softmax"  # "softmax" (paper) | "sigmoid" (authors' code)
+    # How t_g and t_g^p (Eqs. 15-16, weighted sums of unit word features) are scored in Eq. 17 (D17):
+    # "t_g": t_g L2-normalised, t_g^p as it is (the authors' code): masking removes weight from the partial text;
+    # "none": both as they are (S a dot product with unit frames); "both": both normalised, as before: the partial
+    # text then keeps the full text's length and masking only turns it.
+    text_global_norm: str = "t_g"
 
     def __post_init__(self):
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"tpm.threshold (tau of Eq. 14) must be in (0, 1], got {self.threshold!r}")
+        if not 0.0 < self.threshold < 1.0:
+            # tau = 1: the weights' cumulative sum ends a rounding error below 1, so some rows mask every token
+            raise ValueError(f"tpm.threshold (tau of Eq. 14) must be in (0, 1), got {self.threshold!r}")
         if self.margin < 0:
             raise ValueError(f"tpm.margin (delta of Eq. 17) must be >= 0, got {self.margin!r}")
         if self.predictor_normalize not in ("softmax", "sigmoid"):
             raise ValueError(f"tpm.predictor_normalize must be softmax or sigmoid, got {self.predictor_normalize!r}")
+        if self.text_global_norm not in ("t_g", "none", "both"):
+            raise ValueError(f"tpm.text_global_norm must be t_g, none or both, got {self.text_global_norm!r}")
 
 
 def triplet_partial_margin(full: torch.Tensor, partial: torch.Tensor, margin: float) -> torch.Tensor:
@@ -49,6 +57,12 @@ def triplet_partial_margin(full: torch.Tensor, partial: torch.Tensor, margin: fl
     delta. Eq. 17 as typeset has the operands swapped; this is its stated intent and the authors' code
     (MarginRankingLoss with target 1).  # Eq. (17)"""
     return F.relu(partial - full + margin).mean()
+
+
+def length_kept(score: PairScore) -> PairScore:
+    """S(q, v_h) of q as it is, not of q / |q|: the one-token TI/WTI is a max and a weighted mean of per-frame
+    scores, both positively homogeneous, so scoring <q, unit frame> is |q| times the cosine score."""
+    return lambda q, v_h, frame_mask: q.norm(dim=-1) * score(q, v_h, frame_mask)  # (B,)
 
 
 class TPMCL(nn.Module):
@@ -68,12 +82,14 @@ class TPMCL(nn.Module):
             w_v = video_token_weights(self.video_predictor, text.t_cls, video.v_tokens, video.v_mask)  # (B, P) Eq. (11)
         b_t = informative_token_mask(w_t, self.cfg.threshold)  # (B, M)  Eq. (14)
         b_v = informative_token_mask(w_v, self.cfg.threshold)  # (B, P)
-        t_tokens_p = mask_tokens(text.t_tokens, b_t)  # (B, M, D)  Eq. (12)
+        # Unit words, as every similarity sees them: a masked word then takes its weight out of t_g^p's length.
+        words = text.t_tokens if self.cfg.text_global_norm == "both" else F.normalize(text.t_tokens, dim=-1)
+        t_tokens_p = mask_tokens(words, b_t)  # (B, M, D)  Eq. (12)
         v_tokens_p = mask_tokens(video.v_tokens, b_v)  # (B, P, D)  Eq. (13)
         partial_video = VideoFeatures(v_tokens_p[:, ::video.tokens_per_frame], v_tokens_p, video.frame_mask)
         return {
             "w_t": w_t, "w_v": w_v, "b_t": b_t, "b_v": b_v,
-            "t_g": weighted_global(text.t_tokens, w_t),  # (B, D)  Eq. (15)
+            "t_g": weighted_global(words, w_t),  # (B, D)  Eq. (15)
             "t_g_p": weighted_global(t_tokens_p, w_t),  # (B, D)  Eq. (16)
             "v_h_p": temporal(partial_video),  # (B, N, D)  the temporal encoder over v^p_tokens
         }
@@ -82,9 +98,12 @@ class TPMCL(nn.Module):
                 temporal: TemporalFn, score: PairScore) -> dict[str, torch.Tensor]:
         p = self.partial_samples(text, video, temporal)
         fm = video.frame_mask
+        norm = self.cfg.text_global_norm
+        score_g = length_kept(score) if norm == "none" else score  # S(t_g, .)
+        score_gp = score if norm == "both" else length_kept(score)  # S(t_g^p, .)
         s_cls_full, s_cls_part = score(text.t_cls, v_h, fm), score(text.t_cls, p["v_h_p"], fm)
-        s_g_full, s_g_vpart = score(p["t_g"], v_h, fm), score(p["t_g"], p["v_h_p"], fm)
-        s_gp_full = score(p["t_g_p"], v_h, fm)
+        s_g_full, s_g_vpart = score_g(p["t_g"], v_h, fm), score_g(p["t_g"], p["v_h_p"], fm)
+        s_gp_full = score_gp(p["t_g_p"], v_h, fm)
         d = self.cfg.margin
         trpl1 = triplet_partial_margin(s_cls_full, s_cls_part, d)  # Eq. (17)
         trpl2 = triplet_partial_margin(s_g_full, s_g_vpart, d)
@@ -95,4 +114,7 @@ class TPMCL(nn.Module):
             "trpl1": trpl1, "trpl2": trpl2, "trpl3": trpl3,
             "masked_text_frac": ((1 - p["b_t"]) * real_t).sum() / real_t.sum().clamp_min(1),
             "masked_video_frac": ((1 - p["b_v"]) * real_v).sum() / real_v.sum().clamp_min(1),
+            # what the text predictor learned: its largest weight, and the weight the partial text keeps (D25)
+            "top_text_weight": p["w_t"].detach().amax(-1).mean(),
+            "kept_text_weight": (p["w_t"].detach() * p["b_t"]).sum(-1).mean(),
         }
