@@ -109,6 +109,54 @@ def test_pretrained_tag_follows_the_tags_quickgelu(monkeypatch):
     assert calls == [("ViT-B-32", {"pretrained": "openai", "force_quick_gelu": True})]
 
 
+# -- the architecture of pretrained weights, without them (evaluating a checkpoint) ----------------------------
+def _activations(enc: CLIPDualEncoder) -> set[str]:
+    blocks = [*enc.clip.transformer.resblocks, *enc.clip.visual.transformer.resblocks]
+    return {type(block.mlp.gelu).__name__ for block in blocks}
+
+
+def test_tag_without_weights_builds_the_tags_architecture_and_loads_nothing(monkeypatch):
+    calls = []
+    create = open_clip.create_model
+
+    def fake_create(name, **kwargs):
+        calls.append((name, kwargs))
+        return create(TINY, **kwargs)  # the same overrides, on a small model
+
+    monkeypatch.setattr(open_clip, "create_model", fake_create)
+    built = build_backbone(BackboneConfig(name="ViT-B/32", pretrained="openai"), load_weights=False)
+    tag = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    preprocess = {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode")}
+    assert calls == [("ViT-B-32", {"force_quick_gelu": True, "force_preprocess_cfg": preprocess})]  # no `pretrained`
+    assert _activations(built) == {"QuickGELU"} and not built.pretrained_loaded
+    assert built.mean == tuple(tag["mean"]) and built.std == tuple(tag["std"])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+def test_torchscript_file_without_weights_is_quickgelu_with_random_weights(tmp_path):
+    register_model_configs()
+    torch.manual_seed(5)
+    ref = open_clip.create_model(TINY, force_quick_gelu=True).eval()
+    example = (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long))
+    torch.jit.save(torch.jit.trace(ref, example, check_trace=False), tmp_path / "tiny_jit.pt")
+    loaded = tiny(seed=6, pretrained=str(tmp_path / "tiny_jit.pt"))
+    bare = build_backbone(BackboneConfig(name=TINY, pretrained=str(tmp_path / "tiny_jit.pt")), load_weights=False)
+    assert _activations(loaded) == _activations(bare) == {"QuickGELU"}
+    assert loaded.pretrained_loaded and not bare.pretrained_loaded
+    assert not torch.equal(bare.clip.visual.proj, ref.visual.proj)  # nothing was loaded
+
+
+def test_state_dict_file_and_random_init_keep_the_configs_activation(tmp_path, caplog):
+    register_model_configs()
+    torch.save(open_clip.create_model(TINY).state_dict(), tmp_path / "tiny.pt")
+    assert tiny(pretrained=str(tmp_path / "tiny.pt")).pretrained_loaded
+    bare = build_backbone(BackboneConfig(name=TINY, pretrained=str(tmp_path / "tiny.pt")), load_weights=False)
+    assert _activations(bare) == _activations(tiny()) == {"GELU"} and not tiny().pretrained_loaded
+    with caplog.at_level("WARNING", logger="dmae_tpm.backbone"):  # e.g. evaluating on another machine
+        gone = build_backbone(BackboneConfig(name=TINY, pretrained=str(tmp_path / "gone.pt")), load_weights=False)
+    assert _activations(gone) == {"GELU"} and "gone.pt" in caplog.text
+
+
 def test_resnet_towers_are_rejected():
     clip = open_clip.CLIP(
         embed_dim=32,
@@ -167,23 +215,25 @@ def test_text_shapes_and_word_mask(enc):
     )
     assert feats.t_mask.dtype == torch.bool
     for row, n in enumerate(NUM_WORDS):
-        assert feats.t_mask[row].nonzero().flatten().tolist() == list(range(1, n + 1))
+        assert feats.t_mask[row].nonzero().flatten().tolist() == list(range(0, n + 2))  # [BOS] words [EOS]
         assert (
             tokens[row, 0] == enc.tokenizer.sot_token_id and tokens[row, n + 1] == enc.tokenizer.eot_token_id
         )
         assert_close(feats.t_cls[row], feats.t_tokens[row, n + 1], **EXACT)  # t_cls is the [EOS] token
 
 
-def test_word_mask_with_specials_adds_bos_and_eos():
-    model = tiny(word_mask_specials=True)
+def test_word_mask_without_specials_keeps_the_words_only():
+    model = tiny(word_mask_specials=False)
     mask = model.encode_text(model.tokenize(SENTENCES, 32)).t_mask
-    assert mask.sum(1).tolist() == [n + 2 for n in NUM_WORDS] and mask[:, 0].all()
+    for row, n in enumerate(NUM_WORDS):
+        assert mask[row].nonzero().flatten().tolist() == list(range(1, n + 1))
 
 
 def test_truncated_text_keeps_eos_and_masks_the_words_left(enc):
     tokens = enc.tokenize(["a man is unboxing a smartphone"], 5)  # [BOS] a man is [EOS]
     assert tokens[0, -1] == enc.tokenizer.eot_token_id
-    assert enc.encode_text(tokens).t_mask.tolist() == [[False, True, True, True, False]]
+    assert enc.encode_text(tokens).t_mask.tolist() == [[True] * 5]  # [BOS] a man is [EOS]
+    assert tiny(word_mask_specials=False).encode_text(tokens).t_mask.tolist() == [[False, True, True, True, False]]
 
 
 def test_short_context_equals_the_prefix_of_the_full_context(enc):

@@ -1,9 +1,13 @@
 """The whole model on the tiny open_clip backbone: forward + backward on CPU for every ablation switch."""
 
+import logging
+
+import open_clip
 import pytest
 import torch
+from open_clip.transformer import QuickGELU
 
-from dmae_tpm.backbone import BackboneConfig
+from dmae_tpm.backbone import BackboneConfig, register_model_configs
 from dmae_tpm.dmae import SimilarityConfig
 from dmae_tpm.model import ModelConfig, build_model
 from dmae_tpm.negnce import NegNCEConfig
@@ -89,3 +93,97 @@ def test_logit_scale_is_clamped():
     with torch.no_grad():
         model.backbone.logit_scale.fill_(10.0)
     assert model.logit_scale().item() == pytest.approx(100.0)
+
+
+# -- the temporal encoder's initialisation and activation (fidelity.md D3) ------------------------------------
+def _saved_tiny(tmp_path, torchscript=False):
+    """A dmae-tiny CLIP saved as a local `pretrained` file: a state dict, or an OpenAI-style QuickGELU TorchScript."""
+    register_model_configs()
+    torch.manual_seed(11)
+    clip = open_clip.create_model("dmae-tiny", force_quick_gelu=torchscript).eval()
+    if not torchscript:
+        torch.save(clip.state_dict(), tmp_path / "tiny.pt")
+        return tmp_path / "tiny.pt", clip
+    example = (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long))
+    torch.jit.save(torch.jit.trace(clip, example, check_trace=False), tmp_path / "tiny_jit.pt")
+    return tmp_path / "tiny_jit.pt", clip
+
+
+def _cfg_from(path, inp="v_tokens", **temporal) -> ModelConfig:
+    # dmae-tiny's text tower: width 64 = embed_dim, 2 heads of 32, 2 blocks
+    kw = {"layers": 2, "max_frames": FRAMES, "head_width": 32, **temporal}
+    return _cfg(backbone=BackboneConfig(name="dmae-tiny", pretrained=None if path is None else str(path)),
+                temporal=TemporalConfig("seqTransf", inp, **kw))
+
+
+@pytest.mark.parametrize("inp", ["f_cls", "v_tokens"])
+def test_random_backbone_gets_the_identity_temporal_init(inp):
+    torch.manual_seed(0)
+    model = build_model(_cfg_from(None, inp)).eval()
+    assert model.temporal_init == "identity" and not model.backbone.pretrained_loaded
+    batch = _batch(model)
+    with torch.no_grad():
+        video, v_h = model.encode_video(batch["frames"], batch["frame_mask"])
+    assert torch.equal(v_h, 2 * video.f_cls)  # step 0: CLIP's own frame features, doubled
+
+
+def test_temporal_init_random_keeps_the_layers_own_init():
+    """temporal.init=random: the reading before issue 10, reachable by config (the random draw is unchanged)."""
+    torch.manual_seed(0)
+    model = build_model(_cfg_from(None, init="random")).eval()
+    assert model.temporal_init == "random"
+    assert model.temporal.transformer.layers[0].linear2.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="temporal.init"):
+        TemporalConfig(init="zeros")
+
+
+def test_pretrained_backbone_initialises_the_temporal_encoder_from_clip_text(tmp_path):
+    path, ref = _saved_tiny(tmp_path)
+    model = build_model(_cfg_from(path))
+    assert model.temporal_init == "clip_text" and model.backbone.pretrained_loaded
+    text = model.backbone.clip
+    for layer, block in zip(model.temporal.transformer.layers, text.transformer.resblocks, strict=True):
+        for ours, theirs in [("norm1", "ln_1"), ("self_attn.out_proj", "attn.out_proj"), ("norm2", "ln_2"),
+                             ("linear1", "mlp.c_fc"), ("linear2", "mlp.c_proj")]:
+            for p in ("weight", "bias"):
+                assert torch.equal(layer.get_parameter(f"{ours}.{p}"), block.get_parameter(f"{theirs}.{p}"))
+        assert torch.equal(layer.self_attn.in_proj_weight, block.attn.in_proj_weight)
+        assert torch.equal(layer.self_attn.in_proj_bias, block.attn.in_proj_bias)
+    assert torch.equal(model.temporal.frame_position.weight, ref.positional_embedding[:FRAMES])
+
+
+@pytest.mark.parametrize("temporal,why", [({"head_width": 64}, "2 heads, the temporal layers 1"),
+                                          ({"layers": 3}, "layers=3 exceeds the 2 text blocks")])
+def test_pretrained_backbone_that_does_not_fit_falls_back_to_identity(tmp_path, caplog, temporal, why):
+    path, _ = _saved_tiny(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dmae_tpm.temporal_encoder"):
+        model = build_model(_cfg_from(path, **temporal))
+    assert model.temporal_init == "identity" and why in caplog.text
+    assert not model.temporal.frame_position.weight.any()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+def test_quickgelu_backbone_and_its_eval_build_share_the_architecture(tmp_path):
+    """OpenAI weights (TorchScript here) build QuickGELU towers and QuickGELU temporal layers; the eval build
+    (`load_pretrained=False`, then the checkpoint) builds the same modules, so it computes the same features."""
+    path, _ = _saved_tiny(tmp_path, torchscript=True)
+    trained = build_model(_cfg_from(path)).eval()
+    assert trained.temporal_init == "clip_text"
+    assert all(isinstance(layer.activation, QuickGELU) for layer in trained.temporal.transformer.layers)
+    assert isinstance(trained.backbone.clip.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    evaluated = build_model(_cfg_from(path), load_pretrained=False).eval()
+    assert evaluated.temporal_init == "identity" and not evaluated.backbone.pretrained_loaded
+    modules = [(n, repr(m)) for n, m in trained.named_modules() if not list(m.children())]  # the leaves
+    assert [(n, repr(m)) for n, m in evaluated.named_modules() if not list(m.children())] == modules
+    batch = _batch(trained)
+
+    def features(model):
+        model.load_state_dict(trained.state_dict())
+        with torch.no_grad():
+            t_tokens = model.encode_text(batch["tokens"]).t_tokens  # (B, L, D)
+            return t_tokens, model.encode_video(batch["frames"], batch["frame_mask"])[1]  # v_h: (B, N, D)
+
+    for ours, theirs in zip(features(evaluated), features(trained), strict=True):
+        assert torch.equal(ours, theirs)
+    gelu = build_model(_cfg_from(None)).eval()  # the old eval build (pretrained=None): GELU everywhere
+    assert not any(torch.allclose(a, b) for a, b in zip(features(gelu), features(trained), strict=True))

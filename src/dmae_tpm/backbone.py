@@ -8,17 +8,20 @@ of every frame, after ln_post and the projection, as CLIP4Clip / TS2-Net do (App
 from __future__ import annotations
 
 import functools
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.transform import merge_preprocess_dict
 from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
 
 from .features import TextFeatures, VideoFeatures
 
+log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 SUPPORTED = (
     "open_clip CLIP models with a ViT image tower and CLIP's text transformer "
@@ -35,7 +38,7 @@ class BackboneConfig:
     name: str = "ViT-B-32"  # any open_clip model name (see open_clip.list_models()) or "dmae-tiny"
     pretrained: str | None = None  # None: random init; an open_clip tag ("openai"); or a checkpoint file
     grad_checkpointing: bool = False  # activation checkpointing of both towers
-    word_mask_specials: bool = False  # t_mask also covers [BOS] and [EOS] (DRL-style); default: words only
+    word_mask_specials: bool = True  # t_mask covers [BOS] and [EOS] too, as DRL and the authors count them (D1)
 
 
 def register_model_configs() -> None:
@@ -106,7 +109,8 @@ class CLIPDualEncoder(nn.Module):
 
     Features are in the joint space and not L2-normalised. `encode_video` expects frames already resized to
     `image_size` and normalised with `mean` / `std`. The wrapped model is `self.clip`, so its parameters are
-    named `clip.*`; `logit_scale` is the CLIP temperature parameter (tau of the losses).
+    named `clip.*`; `logit_scale` is the CLIP temperature parameter (tau of the losses). `pretrained_loaded`
+    says whether `clip` holds pretrained weights (the temporal encoder's initialisation depends on it).
     """
 
     def __init__(
@@ -114,7 +118,8 @@ class CLIPDualEncoder(nn.Module):
         clip: open_clip.CLIP,
         tokenizer: open_clip.SimpleTokenizer,
         model_name: str = "custom",
-        word_mask_specials: bool = False,
+        word_mask_specials: bool = True,
+        pretrained_loaded: bool = False,
     ) -> None:
         super().__init__()
         reason = _unsupported_reason(clip)
@@ -124,6 +129,7 @@ class CLIPDualEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.word_mask_specials = word_mask_specials
+        self.pretrained_loaded = pretrained_loaded
         visual = clip.visual
         self.embed_dim: int = visual.proj.shape[1]
         self.image_size: tuple[int, int] = tuple(visual.image_size)
@@ -143,6 +149,15 @@ class CLIPDualEncoder(nn.Module):
     @property
     def context_length(self) -> int:
         return self.clip.positional_embedding.shape[0]
+
+    @property
+    def text_activation(self) -> nn.Module:
+        """The MLP activation of CLIP's text blocks: QuickGELU for OpenAI's weights, else usually GELU.
+
+        It is in no state dict, so whatever must compute like these blocks (the temporal encoder, initialised from
+        them) takes it from here, the architecture, rather than from the weights.
+        """
+        return self.clip.transformer.resblocks[0].mlp.gelu
 
     def tokenize(self, texts: list[str], context_length: int) -> torch.LongTensor:
         """[BOS] words [EOS] padding, truncated to `context_length` keeping [EOS] (open_clip's tokenizer)."""
@@ -283,9 +298,32 @@ def _load_torchscript(name: str, path: Path) -> open_clip.CLIP:
     return clip
 
 
-def _create_clip(name: str, pretrained: str | None) -> open_clip.CLIP:
+def _architecture_overrides(name: str, pretrained: str | None) -> dict:
+    """The create_model overrides that `_create_clip` applies with `pretrained`'s weights, without loading them.
+
+    The activation (QuickGELU for OpenAI's weights) and the pixel statistics are in no state dict, so a model rebuilt
+    to receive a checkpoint must take them from `pretrained` too, or it computes other features than the trained one.
+    """
     if pretrained is None:
-        return open_clip.create_model(name)
+        return {}
+    tag = open_clip.get_pretrained_cfg(name, pretrained)
+    if tag:
+        preprocess = merge_preprocess_dict({}, tag)
+        preprocess.pop("size", None)  # loading the weights sets it from the image tower, as create_model does here
+        return {"force_quick_gelu": tag.get("quick_gelu", False), "force_preprocess_cfg": preprocess}
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        log.warning(
+            "pretrained checkpoint %r of backbone %r is not here, so whether it is an OpenAI TorchScript file "
+            "(QuickGELU) is unknown: building %r's own config", str(path), name, name
+        )
+        return {}
+    return {"force_quick_gelu": True} if _is_torchscript(path) else {}  # as _load_torchscript builds it
+
+
+def _create_clip(name: str, pretrained: str | None, load_weights: bool = True) -> open_clip.CLIP:
+    if pretrained is None or not load_weights:
+        return open_clip.create_model(name, **_architecture_overrides(name, pretrained))
     tag = open_clip.get_pretrained_cfg(name, pretrained)
     if tag:
         # open_clip 3.x only warns when the tag's weights were trained with QuickGELU and the config is not.
@@ -304,15 +342,20 @@ def _create_clip(name: str, pretrained: str | None) -> open_clip.CLIP:
     return open_clip.create_model(name, pretrained=str(path))
 
 
-def build_backbone(cfg: BackboneConfig) -> CLIPDualEncoder:
+def build_backbone(cfg: BackboneConfig, load_weights: bool = True) -> CLIPDualEncoder:
     """g and h of Sec. 3.1 from an open_clip model name and optional pretrained weights (Appendix A.1).
 
     A local checkpoint may be an open_clip / `torch.save(model.state_dict())` file (also wrapped in
     {"state_dict": ...} or with DDP's "module." prefix), a .safetensors file, or an OpenAI TorchScript .pt.
+    `load_weights=False` builds the architecture those weights need (QuickGELU, pixel statistics) with random
+    weights and loads nothing: for a checkpoint that holds every weight.
     """
     register_model_configs()
     name = _resolve_name(cfg.name)
-    clip = _create_clip(name, cfg.pretrained)
+    clip = _create_clip(name, cfg.pretrained, load_weights)
     if cfg.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    return CLIPDualEncoder(clip, _tokenizer(name), model_name=name, word_mask_specials=cfg.word_mask_specials)
+    return CLIPDualEncoder(
+        clip, _tokenizer(name), model_name=name, word_mask_specials=cfg.word_mask_specials,
+        pretrained_loaded=load_weights and cfg.pretrained is not None,
+    )

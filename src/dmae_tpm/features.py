@@ -13,7 +13,7 @@ class TextFeatures:
 
     t_cls: torch.Tensor  # (B, D)      sentence feature: the [EOS] token
     t_tokens: torch.Tensor  # (B, M, D) word-level features, all M context positions
-    t_mask: torch.Tensor  # (B, M) bool, True on the word tokens that count (no [BOS]/[EOS]/padding)
+    t_mask: torch.Tensor  # (B, M) bool, True on the tokens that count: [BOS] words [EOS] (word_mask_specials)
 
     def __getitem__(self, idx) -> TextFeatures:
         return TextFeatures(self.t_cls[idx], self.t_tokens[idx], self.t_mask[idx])

@@ -3,6 +3,7 @@ and TPM-CL (Fig. 2), built from one typed config."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from .objective import LossConfig, build_contrastive_loss, total_objective
 from .temporal_encoder import TemporalConfig, TemporalEncoder
 from .tpm_cl import TPMCL, TPMConfig
 
+log = logging.getLogger(__name__)
 # gather(text, v_h, frame_mask) -> the same three for the global batch (identity in one process)
 Gather = Callable[[TextInput, torch.Tensor, torch.Tensor], tuple[TextInput, torch.Tensor, torch.Tensor]]
 
@@ -42,7 +44,10 @@ class DMAETPM(nn.Module):
         self.cfg = cfg
         self.backbone = backbone
         d = backbone.embed_dim
-        self.temporal = TemporalEncoder(cfg.temporal, d)
+        # The activation is in no state dict: from the backbone's architecture, a model rebuilt to load a checkpoint
+        # computes what the trained one did.
+        self.temporal = TemporalEncoder(cfg.temporal, d, activation=backbone.text_activation)
+        self.temporal_init = init_temporal(self.temporal, backbone)  # "clip_text" | "identity" | "none"
         self.similarity = Similarity(cfg.similarity, d)
         self.tpm = (TPMCL(cfg.tpm, d, cfg.max_words, cfg.max_frames, backbone.tokens_per_frame)
                     if cfg.tpm.enabled else None)
@@ -87,5 +92,24 @@ class DMAETPM(nn.Module):
         return out
 
 
-def build_model(cfg: ModelConfig) -> DMAETPM:
-    return DMAETPM(cfg, build_backbone(cfg.backbone))
+def init_temporal(temporal: TemporalEncoder, backbone: CLIPDualEncoder) -> str:
+    """Initialise seqTransf from CLIP's text transformer when pretrained weights were loaded and it fits (CLIP4Clip,
+    DRL, X-MLNet), else as the identity (v_h = 2x at step 0); returns which. A random branch would dominate v_h."""
+    if temporal.cfg.type != "seqTransf":
+        return "none"
+    if temporal.cfg.init == "random":
+        return "random"
+    clip = backbone.clip
+    if backbone.pretrained_loaded and temporal.init_from_clip_text(clip.transformer, clip.positional_embedding):
+        how = "clip_text"
+    else:
+        temporal.init_identity()
+        how = "identity"
+    log.info("temporal encoder initialised: %s (activation %r)", how, temporal.transformer.layers[0].activation)
+    return how
+
+
+def build_model(cfg: ModelConfig, load_pretrained: bool = True) -> DMAETPM:
+    """`load_pretrained=False`: the architecture `cfg.backbone.pretrained` needs (QuickGELU for OpenAI's weights),
+    without loading those weights, for a checkpoint that holds every weight (evaluation)."""
+    return DMAETPM(cfg, build_backbone(cfg.backbone, load_weights=load_pretrained))
