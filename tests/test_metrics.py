@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from dmae_tpm.metrics import format_table, ranks, ranks_from_mask, recall_metrics, retrieval_metrics
+from dmae_tpm.metrics import (
+    format_table,
+    ranks,
+    ranks_from_mask,
+    recall_metrics,
+    retrieval_metrics,
+    ties,
+    ties_from_mask,
+)
 from dmae_tpm.postprocess import dual_softmax, querybank_norm
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -32,24 +40,35 @@ def naive_rank(row, positives):
     return 1 + sum(1 for j, x in enumerate(row) if j not in positives and x >= best)
 
 
+def naive_tied(row, positives):
+    """True when the best correct score equals (==) the score of some incorrect candidate."""
+    best = max(row[p] for p in positives)
+    return any(x == best for j, x in enumerate(row) if j not in positives)
+
+
 def naive_median(xs):
     s = sorted(xs)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def naive_v2t(sim, caption_video, n_vid, mode):
-    """Video-to-text ranks with explicit loops over videos, groups and captions."""
+def naive_v2t(sim, caption_video, n_vid, mode, stat=naive_rank):
+    """Video-to-text ranks (or, with stat=naive_tied, ties) with explicit loops over videos, groups and captions."""
     out = []
     for j in range(n_vid):
         col = [sim[c][j] for c in range(len(sim))]
         own = {c for c, v in enumerate(caption_video) if v == j}
         if mode == "any_caption":
-            out.append(naive_rank(col, own))
+            out.append(stat(col, own))
         else:
             groups = [max(col[c] for c, v in enumerate(caption_video) if v == k) for k in range(n_vid)]
-            out.append(naive_rank(groups, {j}))
+            out.append(stat(groups, {j}))
     return out
+
+
+def without_tied(direction: dict) -> dict:
+    """The recall_metrics part of a retrieval_metrics direction (everything but the tie count)."""
+    return {k: v for k, v in direction.items() if k != "tied"}
 
 
 def naive_dsl(sim, temperature):
@@ -195,8 +214,10 @@ def test_one_caption_per_video_v2t_is_the_transpose():
     inverse = torch.argsort(caption_video)  # video j's only caption
     for mode in ("group_max", "any_caption"):
         out = retrieval_metrics(sim, caption_video, v2t_mode=mode)
-        assert out["t2v"] == recall_metrics(ranks(sim, caption_video))
-        assert out["v2t"] == recall_metrics(ranks(sim.t(), inverse))
+        assert without_tied(out["t2v"]) == recall_metrics(ranks(sim, caption_video))
+        assert without_tied(out["v2t"]) == recall_metrics(ranks(sim.t(), inverse))
+        assert out["t2v"]["tied"] == int(ties(sim, caption_video).sum()) > 0
+        assert out["v2t"]["tied"] == int(ties(sim.t(), inverse).sum()) > 0
         assert out["rsum_total"] == out["t2v"]["rsum"] + out["v2t"]["rsum"]
 
 
@@ -215,9 +236,10 @@ def test_multi_caption_modes_differ_on_hand_example():
     # v2t video 1, column (0.9, 0.8 | 0.7): group max 0.9 vs 0.7 -> 2; any caption: c0 and c1 both >= 0.7 -> 3
     g = retrieval_metrics(sim, caption_video, v2t_mode="group_max")
     a = retrieval_metrics(sim, caption_video, v2t_mode="any_caption")
-    assert g["t2v"] == a["t2v"] == recall_metrics(torch.tensor([2, 2, 1]))
-    assert g["v2t"] == recall_metrics(torch.tensor([1, 2]))
-    assert a["v2t"] == recall_metrics(torch.tensor([1, 3]))
+    assert without_tied(g["t2v"]) == without_tied(a["t2v"]) == recall_metrics(torch.tensor([2, 2, 1]))
+    assert without_tied(g["v2t"]) == recall_metrics(torch.tensor([1, 2]))
+    assert without_tied(a["v2t"]) == recall_metrics(torch.tensor([1, 3]))
+    assert g["t2v"]["tied"] == g["v2t"]["tied"] == a["v2t"]["tied"] == 0  # all scores distinct
     assert (g["v2t"]["MdR"], a["v2t"]["MdR"]) == (1.5, 2.0)
 
 
@@ -230,8 +252,10 @@ def test_multi_caption_matches_naive_loops():
     t2v = [naive_rank(row, {v}) for row, v in zip(s, cv, strict=True)]
     for mode in ("group_max", "any_caption"):
         out = retrieval_metrics(sim.float(), caption_video, v2t_mode=mode)
-        assert out["t2v"] == recall_metrics(torch.tensor(t2v))
-        assert out["v2t"] == recall_metrics(torch.tensor(naive_v2t(s, cv, n_vid, mode)))
+        assert without_tied(out["t2v"]) == recall_metrics(torch.tensor(t2v))
+        assert without_tied(out["v2t"]) == recall_metrics(torch.tensor(naive_v2t(s, cv, n_vid, mode)))
+        assert out["t2v"]["tied"] == sum(naive_tied(row, {v}) for row, v in zip(s, cv, strict=True))
+        assert out["v2t"]["tied"] == sum(naive_v2t(s, cv, n_vid, mode, stat=naive_tied))
     # a group outranks the best correct caption iff one of its captions does, so R@1 never depends on the mode
     assert (
         retrieval_metrics(sim, caption_video, "group_max")["v2t"]["R@1"]
@@ -259,6 +283,75 @@ def test_format_table():
     assert lines[2].split() == ["Text-to-Video", "100.0", "100.0", "100.0", "1.0", "1.0", "300.0"]
     assert lines[3].startswith("Video-to-Text")
     assert lines[4].endswith("600.0")
+    assert lines[5] == "tied queries (correct score == a wrong one's, counted against it): t2v 0 of 4, v2t 0 of 4"
+    assert format_table(retrieval_metrics(torch.ones(3, 3), torch.arange(3))).splitlines()[-1].endswith(
+        "t2v 3 of 3, v2t 3 of 3"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tie counts
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_tied_hand_counts_one_caption_per_video():
+    sim = torch.tensor(
+        [
+            [0.5, 0.5, 0.1, 0.0],  # gt 0 ties with video 1: tied, rank 2
+            [0.2, 0.9, 0.9, 0.9],  # gt 1 ties with videos 2 and 3: one tied query, rank 3
+            [0.8, 0.1, 0.1, 0.3],  # gt 2 ties with video 1 below the top: tied, rank 4
+            [0.3, 0.3, 0.1, 0.7],  # gt 3 on top; the wrong 0.3s tie only with each other: not tied, rank 1
+        ]
+    )
+    gt = torch.arange(4)
+    assert ties(sim, gt).tolist() == [True, True, True, False]
+    assert ranks(sim, gt).tolist() == [2, 3, 4, 1]
+    out = retrieval_metrics(sim, gt)
+    # v2t queries are the columns: only column 2 (own caption 0.1, captions 0 and 3 also 0.1) is tied
+    assert (out["t2v"]["tied"], out["v2t"]["tied"]) == (3, 1)
+    s = sim.tolist()
+    assert out["t2v"]["tied"] == sum(naive_tied(s[q], {q}) for q in range(4))
+    assert out["v2t"]["tied"] == sum(naive_tied([s[c][j] for c in range(4)], {j}) for j in range(4))
+
+
+def test_tied_multi_caption_follows_each_v2t_mode():
+    # captions c0, c1 describe video 0, caption c2 video 1
+    sim = torch.tensor(
+        [
+            [0.4, 0.9],
+            [0.6, 0.5],
+            [0.6, 0.5],
+        ]
+    )
+    caption_video = torch.tensor([0, 0, 1])
+    # video 0, column (0.4, 0.6 | 0.6): best own 0.6 == c2's 0.6 and == group 1's max 0.6: tied in both modes.
+    # video 1, column (0.9, 0.5 | 0.5): own 0.5 == c1's 0.5 (any_caption: tied), but group 0's max is 0.9, so
+    # group_max ranks it second with no tie.
+    g = retrieval_metrics(sim, caption_video, v2t_mode="group_max")
+    a = retrieval_metrics(sim, caption_video, v2t_mode="any_caption")
+    assert (g["v2t"]["tied"], a["v2t"]["tied"]) == (1, 2)
+    assert g["t2v"]["tied"] == a["t2v"]["tied"] == 0
+    own = torch.arange(2)[:, None] == caption_video[None, :]  # (V, C)
+    assert ties_from_mask(sim.t(), own).tolist() == [True, True]
+    s, cv = sim.tolist(), caption_video.tolist()
+    for mode, out in (("group_max", g), ("any_caption", a)):
+        assert out["v2t"]["tied"] == sum(naive_v2t(s, cv, 2, mode, stat=naive_tied))
+
+
+def test_tied_exact_equality_and_infinities():
+    assert ties(torch.tensor([[float("-inf"), float("-inf"), 0.0]]), torch.tensor([0])).tolist() == [True]
+    assert ties(torch.tensor([[0.5, 0.5 + 1e-7]]), torch.tensor([0])).tolist() == [False]  # no tolerance
+    # bf16 rounding makes distinct fp32 scores equal: the symptom the count is there to show
+    close = torch.tensor([[0.3001, 0.3002, 0.3003]])
+    assert ties(close, torch.tensor([0])).tolist() == [False]
+    assert ties(close.bfloat16(), torch.tensor([0])).tolist() == [True]
+
+
+def test_tied_is_not_a_selectable_metric():
+    from dmae_tpm.metrics import check_metric_name
+
+    with pytest.raises(ValueError, match="unknown metric 't2v.tied'"):
+        check_metric_name("t2v.tied")
 
 
 # ---------------------------------------------------------------------------------------------------------

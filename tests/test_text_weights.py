@@ -212,3 +212,106 @@ def test_cache_write_failure_leaves_no_tmp(tmp_path, tokenizer, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         TextWeightCache(tmp_path, cfg()).get(CAPTIONS, tokenizer, 12)
     assert os.listdir(tmp_path) == []
+
+
+# -- evaluation queries (docs/fidelity.md D5) ---------------------------------------------------------------------
+# Training split: one TF-IDF document per video (n = 4).
+EVAL_TRAIN = {
+    "t1": ["a dog runs"],
+    "t2": ["a dog barks"],
+    "t3": ["a cat sleeps"],
+    "t4": ["the man runs fast"],
+}
+# Test split (MSVD-like: several captions per video); the query is v's first caption.
+EVAL_TEST = {"v": ["a man walks with a dog", "a dog and a dog play", "a dog sleeps"], "w": ["a man runs"]}
+QUERY = "a man walks with a dog"
+
+
+def reference_query_tfidf(query: list[str], corpus: list[list[str]]) -> dict[str, float]:
+    """Naive: raw counts of the query x smooth idf ln((1+n)/(1+df)) + 1 with df from `corpus` (0 if absent), l2."""
+    n = len(corpus)
+    raw = {w: query.count(w) * (math.log((1 + n) / (1 + sum(w in p for p in corpus))) + 1) for w in set(query)}
+    norm = np.sqrt(sum(v * v for v in raw.values()))
+    return {w: v / norm for w, v in raw.items()}
+
+
+def _zeroed(words) -> set[str]:
+    return {w.lower() for w, _, q in words if q == 0.0}
+
+
+def test_eval_query_rule_differs_from_video_paragraph_and_matches_naive(nlp):
+    words = QUERY.split()
+    train_paragraphs = [" ".join(c).split() for c in EVAL_TRAIN.values()]
+    test_paragraphs = [" ".join(c).split() for c in EVAL_TEST.values()]
+    new = lowest_k(reference_query_tfidf(words, train_paragraphs), 1)
+    old = lowest_k(reference_tfidf(test_paragraphs)[0], 1) & set(words)
+    # By hand, new rule (n = 4 training videos): idf = ln(5 / (1 + df)) + 1; a df 3 -> 1.223, tf 2 -> 2.446;
+    # dog df 2 -> 1.511; man df 1 -> 1.916; walks, with df 0 -> ln 5 + 1 = 2.609. F = {dog}.
+    # Old rule (paragraph of v over the 2 test videos): a tf 5 x idf 1 (in both) = 5; man tf 1 x 1 = 1 (the
+    # minimum, w also has "man"); dog tf 4 x 1.405. F = {man}: the answer's other captions decide it.
+    assert new == {"dog"} and old == {"man"}
+
+    got_new = word_weights(EVAL_TEST, cfg(k_lowest=1), nlp, idf_corpus=EVAL_TRAIN)["v"][0]
+    got_old = word_weights(EVAL_TEST, cfg(k_lowest=1, eval_idf="video_paragraph"), nlp)["v"][0]
+    assert [w for w, _, _ in got_new] == words
+    assert _zeroed(got_new) == new and _zeroed(got_old) == old
+    for k in (1, 2, 3):  # every query of the split against the naive rule
+        got = word_weights(EVAL_TEST, cfg(k_lowest=k), nlp, idf_corpus=EVAL_TRAIN)
+        for video, captions in EVAL_TEST.items():
+            for caption, ws in zip(captions, got[video], strict=True):
+                want = lowest_k(reference_query_tfidf(caption.split(), train_paragraphs), k)
+                assert [q for _, _, q in ws] == [0.0 if w in want else 1.0 for w, _, _ in ws], (k, caption)
+
+
+def test_eval_query_weights_ignore_the_other_captions_of_its_video(nlp, tokenizer):
+    changed = dict(EVAL_TEST, v=[QUERY, "a man and a man talk"], w=["the cat sleeps", "a dog runs"])
+
+    def query_weights(captions, eval_idf="train"):
+        idf_corpus = EVAL_TRAIN if eval_idf == "train" else None  # what loaders.text_table passes for queries
+        rule = cfg(k_lowest=1, eval_idf=eval_idf)
+        keys, w_pos, w_freq = tw.compute_token_weights(captions, rule, tokenizer, 12, idf_corpus)
+        n = keys.index(("v", 0))
+        return w_pos[n], w_freq[n]  # (L,), (L,)
+
+    before, after = query_weights(EVAL_TEST), query_weights(changed)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert (before[1] == 0).sum() == 1  # "dog": one BPE token
+    # Contrast: Algorithm 1 on the test split reads the answer's captions, so the query's w_freq moves with them.
+    old_before = query_weights(EVAL_TEST, "video_paragraph")
+    old_after = query_weights(changed, "video_paragraph")
+    assert not torch.equal(old_before[1], old_after[1])
+
+
+def test_eval_idf_is_in_the_cache_key_and_validated(tokenizer):
+    base = TextWeightCache("unused", cfg())
+    key = base.key(EVAL_TEST, tokenizer, 12, EVAL_TRAIN)
+    assert key != base.key(EVAL_TEST, tokenizer, 12)  # query rule vs Algorithm 1 as written
+    assert key != base.key(EVAL_TEST, tokenizer, 12, dict(EVAL_TRAIN, t5=["a bird sings"]))  # other training IDF
+    assert key != TextWeightCache("unused", cfg(eval_idf="video_paragraph")).key(EVAL_TEST, tokenizer, 12, EVAL_TRAIN)
+    assert key == TextWeightCache("unused", cfg()).key(EVAL_TEST, tokenizer, 12, EVAL_TRAIN)
+    with pytest.raises(ValueError, match="eval_idf"):
+        TextWeightsConfig(eval_idf="test")
+
+
+@pytest.mark.parametrize("eval_idf", ["train", "video_paragraph"])
+def test_text_table_uses_the_training_idf_for_evaluation_queries(tmp_path, monkeypatch, tokenizer, eval_idf):
+    from types import SimpleNamespace
+
+    from dmae_tpm.data import loaders
+    from dmae_tpm.data.annotations import RetrievalSplit
+
+    def split_of(name, by_video):
+        caption_video = [v for v, caps in enumerate(by_video.values()) for _ in caps]
+        return RetrievalSplit("toy", name, list(by_video), [c for caps in by_video.values() for c in caps],
+                              caption_video)
+
+    splits = {"train": split_of("train", EVAL_TRAIN), "test": split_of("test", EVAL_TEST)}
+    monkeypatch.setattr(loaders, "read", lambda data, name: splits[name])
+    data = loaders.DataConfig(cache_dir=str(tmp_path), text_weights=cfg(k_lowest=1, eval_idf=eval_idf))
+    backbone = SimpleNamespace(tokenizer=tokenizer, tokenize=tokenizer.__call__)  # backbone.tokenize's signature
+    queries = loaders.text_table(data, splits["test"], backbone, 12, queries=True)
+    training = loaders.text_table(data, splits["test"], backbone, 12)  # the same captions as training captions
+    ids = tokenizer([QUERY], 12)[0].tolist()
+    zeroed = {tokenizer.decode([t]).strip() for t, q in zip(ids, queries.w_freq[0].tolist(), strict=True) if q == 0}
+    assert zeroed == ({"dog"} if eval_idf == "train" else {"man"})
+    assert (training.w_freq[0] == queries.w_freq[0]).all() == (eval_idf == "video_paragraph")

@@ -67,7 +67,9 @@ class EvalConfig:
     qb_beta: float = 20.0
     qb_k: int = 1
     qb_bank_size: int = 5000  # training captions in the QB-Norm query bank
-    half: bool = True  # fp16 features on CUDA (fp32 always on CPU)
+    # Opt-in, for memory: store the encoder outputs in fp16 on CUDA (fp32 always on CPU). Only the storage: the
+    # similarity, post-processing and ranks run in fp32 either way (docs/fidelity.md D22).
+    half: bool = False
 
     def __post_init__(self):
         if self.postprocess not in ("none", "dsl", "qbnorm"):

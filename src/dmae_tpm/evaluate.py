@@ -3,6 +3,11 @@ training similarity (TI/WTI, DMAE), then R@1/5/10, MdR, MeanR and rsum in both d
 
 Under DDP each rank encodes a contiguous shard of the captions and videos, the features are gathered, each rank
 scores its share of caption chunks, and rank 0 assembles the (C, V) matrix and computes the metrics.
+
+Precision: the encoders may run under the runtime's autocast (bf16 on GPU), but their outputs are stored in
+float32 (float16 only with ``eval.half``), and the similarity, the post-processing and the ranks always run in
+float32 with autocast explicitly disabled. Under bf16 the similarity itself is rounded to 8 mantissa bits, which
+turns close scores into exact ties and, with ties counted against the query, costs R@1 (docs/fidelity.md D22).
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ log = logging.getLogger(__name__)
 
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def fp32_scoring(device: torch.device | str):
+    """A context in which ops on `device` run in the dtype of their inputs: autocast explicitly disabled, so that
+    scoring stays float32 even when the caller (or an outer context) has bf16/fp16 autocast on."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
+def _float_text(text: TextInput) -> TextInput:
+    """The float fields of a TextInput in float32 (t_mask and missing Algorithm 1 weights as they are)."""
+    as_float = (lambda x: None if x is None else x.float())  # noqa: E731
+    return TextInput(as_float(text.t_cls), as_float(text.t_tokens), text.t_mask, as_float(text.w_pos),
+                     as_float(text.w_freq))
 
 
 @torch.no_grad()
@@ -85,24 +103,34 @@ def similarity_chunked(
     frame_mask: torch.Tensor,
     text_chunk: int,
     video_chunk: int,
-    autocast,
+    autocast=None,
 ) -> torch.Tensor:
-    """sim (C, V) in float32, peak memory set by the chunk sizes rather than by C x V."""
+    """sim (C, V) in float32, peak memory set by the chunk sizes rather than by C x V.
+
+    Always computed in float32: every chunk's features are cast with .float() and scored with autocast disabled
+    on v_h's device (`fp32_scoring`), whatever autocast the caller runs under. `autocast` is accepted so that
+    existing callers (scripts/bench) keep working, and ignored: bf16 scoring creates ties (docs/fidelity.md D22).
+    """
+    del autocast  # never used for scoring, see the docstring
     rows = []
-    for i in range(0, text.t_cls.shape[0], text_chunk):
-        t = text[i : i + text_chunk]
-        cols = []
-        for j in range(0, v_h.shape[0], video_chunk):
-            with autocast():
-                cols.append(
-                    model.similarity_matrix(t, v_h[j : j + video_chunk], frame_mask[j : j + video_chunk]).float()
-                )
-        rows.append(torch.cat(cols, dim=1))  # (c, V)
+    with fp32_scoring(v_h.device):
+        for i in range(0, text.t_cls.shape[0], text_chunk):
+            t = _float_text(text[i : i + text_chunk])
+            cols = []
+            for j in range(0, v_h.shape[0], video_chunk):
+                v = v_h[j : j + video_chunk].float()
+                cols.append(model.similarity_matrix(t, v, frame_mask[j : j + video_chunk]).float())
+            rows.append(torch.cat(cols, dim=1))  # (c, V)
     return torch.cat(rows)  # (C, V)
 
 
 def postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The (C, V) matrix each direction ranks: raw, DSL or QB-Norm (Table 9)."""
+    """The (C, V) matrix each direction ranks: raw, DSL or QB-Norm (Table 9), in float32 with autocast off."""
+    with fp32_scoring(sim.device):
+        return _postprocess(sim.float(), cfg, None if bank_sim is None else bank_sim.float())
+
+
+def _postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | None) -> dict[str, torch.Tensor]:
     if cfg.postprocess == "none":
         return {"t2v": sim, "v2t": sim}
     if cfg.postprocess == "dsl":
@@ -117,6 +145,7 @@ def postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | Non
 
 
 def _encode_all(model, loaders, runtime, cfg: EvalConfig):
+    # Storage dtype of the encoder outputs only; `similarity_chunked` scores in float32 either way.
     dtype = torch.float16 if (cfg.half and runtime.device.type == "cuda") else torch.float32
     text = _encode_captions_gathered(model, loaders["captions"], runtime, dtype)
     v_h, frame_mask, ok = encode_videos(model, loaders["videos"], runtime.device, runtime.autocast, dtype)
@@ -128,7 +157,7 @@ def _shared_sim(model, text, v_h, frame_mask, runtime, cfg: EvalConfig) -> torch
     """Each rank scores a contiguous block of captions; the blocks are gathered in rank order."""
     n = text.t_cls.shape[0]
     lo, hi = n * runtime.rank // runtime.world, n * (runtime.rank + 1) // runtime.world
-    block = similarity_chunked(model, text[lo:hi], v_h, frame_mask, cfg.text_chunk, cfg.video_chunk, runtime.autocast)
+    block = similarity_chunked(model, text[lo:hi], v_h, frame_mask, cfg.text_chunk, cfg.video_chunk)  # float32
     return distributed.gather_varsize(block).cpu()  # (C, V)
 
 
@@ -158,6 +187,12 @@ def evaluate_model(
 
 
 def _metrics(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
+    with fp32_scoring(sim.device):
+        return _metrics_fp32(sim.float(), caption_video, ok, cfg, None if bank_sim is None else bank_sim.float())
+
+
+def _metrics_fp32(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
+    """Ranks and recalls of the float32 (C, V) matrix; each direction also reports its tied queries."""
     dropped = int((~ok).sum())
     if dropped:  # only with data.eval_skip_bad_videos=true: drop those videos and their captions
         keep_rows = ok[caption_video]
@@ -204,9 +239,10 @@ def evaluate_checkpoint(cfg) -> dict | None:
             model_cfg = OmegaConf.to_object(
                 OmegaConf.merge(OmegaConf.structured(ModelConfig), state["config"]["model"])
             )
-        model_cfg.backbone.pretrained = None  # the checkpoint holds every weight
         rt.seed_everything(cfg.seed)
-        model = build_model(model_cfg).to(runtime.device)
+        # The checkpoint holds every weight, but not the activation: build what `pretrained` needs (QuickGELU for
+        # OpenAI's weights) without loading it, or the towers and temporal encoder compute other features.
+        model = build_model(model_cfg, load_pretrained=False).to(runtime.device)
         model.load_state_dict(checkpoint.model_state(state))
         loaders.prepare(cfg.data, model.backbone.image_size, model_cfg.max_frames)
         split, captions, videos = loaders.eval_datasets(

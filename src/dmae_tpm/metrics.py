@@ -11,6 +11,9 @@ Conventions, chosen so that a number can never look better than the scores justi
 * MdR is numpy.median of the ranks (mean of the two middle ones for an even count), which is what CLIP4Clip's
   ``np.median(ind) + 1`` on 0-based ranks gives.
 * Video-to-text with several captions per video (MSVD) has two conventions, see `retrieval_metrics`.
+* Every direction also reports ``tied``: the number of queries whose correct candidate's score is exactly equal
+  to that of at least one wrong candidate. Each such query's rank is worse than an argsort would make it, so a
+  large count means the scores were rounded too coarsely (e.g. computed in bf16) to rank the candidates.
 """
 
 from __future__ import annotations
@@ -57,6 +60,30 @@ def ranks_from_mask(sim: torch.Tensor, positive_mask: torch.Tensor) -> torch.Ten
     sim (Q, V) scores, positive_mask (Q, V) bool, True where the candidate is correct (at least one per row).
     rank = 1 + #{incorrect j : sim[q, j] >= max over correct j' of sim[q, j']}. Returns (Q,) long.
     """
+    return _ranks_and_ties(sim, positive_mask)[0]
+
+
+def ties_from_mask(sim: torch.Tensor, positive_mask: torch.Tensor) -> torch.Tensor:
+    """(Q,) bool: True where the best correct score of row q equals (exactly) the score of an incorrect candidate.
+
+    These are the queries whose pessimistic rank (`ranks_from_mask`) counts at least one tie against them.
+    """
+    return _ranks_and_ties(sim, positive_mask)[1]
+
+
+def ties(sim: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(Q,) bool: True where sim[q, gt[q]] == sim[q, j] for some j != gt[q]."""
+    return _ranks_and_ties(sim, _gt_mask(sim, gt))[1]
+
+
+def _gt_mask(sim: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    sim = _scores(sim)  # (Q, V)
+    gt = _indices(gt, sim.shape[0], sim.shape[1], "gt").to(sim.device)  # (Q,)
+    return torch.zeros_like(sim, dtype=torch.bool).scatter_(1, gt[:, None], True)  # (Q, V)
+
+
+def _ranks_and_ties(sim: torch.Tensor, positive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ranks (Q,) long, tied (Q,) bool) of `ranks_from_mask` and `ties_from_mask`."""
     sim = _scores(sim)  # (Q, V)
     mask = torch.as_tensor(positive_mask, device=sim.device)
     if mask.dtype != torch.bool or mask.shape != sim.shape:
@@ -69,7 +96,8 @@ def ranks_from_mask(sim: torch.Tensor, positive_mask: torch.Tensor) -> torch.Ten
     best = sim.masked_fill(~mask, float("-inf")).amax(1, keepdim=True)  # (Q, 1)
     # `>=` is the pessimistic tie rule; a correct candidate at -inf is passed by every incorrect one.
     ahead = ((sim >= best) & ~mask).sum(1)  # (Q,)
-    return ahead + 1
+    tied = ((sim == best) & ~mask).any(1)  # (Q,) exact equality, -inf == -inf included
+    return ahead + 1, tied
 
 
 def ranks(sim: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -77,10 +105,7 @@ def ranks(sim: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
     A constant matrix gives rank V everywhere. Returns (Q,) long.
     """
-    sim = _scores(sim)  # (Q, V)
-    gt = _indices(gt, sim.shape[0], sim.shape[1], "gt").to(sim.device)  # (Q,)
-    mask = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, gt[:, None], True)  # (Q, V)
-    return ranks_from_mask(sim, mask)
+    return ranks_from_mask(sim, _gt_mask(sim, gt))
 
 
 def _median(x: torch.Tensor) -> float:
@@ -127,7 +152,11 @@ def retrieval_metrics(sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: 
 
     Both modes give the same R@1 (a group beats the best correct caption iff one of its captions does), and
     both reduce to ranking the transpose when every video has exactly one caption.
-    Returns {"t2v": recall_metrics, "v2t": recall_metrics, "rsum_total": t2v rsum + v2t rsum}.
+    Returns {"t2v": recall_metrics + tied, "v2t": recall_metrics + tied, "rsum_total": t2v rsum + v2t rsum}.
+    ``tied`` counts the queries of that direction whose correct candidate ties (exact equality) with a wrong one,
+    over the candidates the ranks use: videos for t2v; for v2t the caption groups' max scores (``group_max``, a
+    tie between the own group's max and another group's) or the captions (``any_caption``, the best correct
+    caption against every incorrect caption).
     """
     if v2t_mode not in ("group_max", "any_caption"):
         raise ValueError(f"v2t_mode must be 'group_max' or 'any_caption', got {v2t_mode!r}")
@@ -139,14 +168,18 @@ def retrieval_metrics(sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: 
         j = int((counts == 0).nonzero()[0, 0])
         raise ValueError(f"video {j} has no caption, so its video-to-text rank is undefined")
 
-    t2v = ranks(sim, caption_video)  # (C,)
+    t2v = _ranks_and_ties(sim, _gt_mask(sim, caption_video))  # (C,), (C,)
     own = torch.arange(n_vid, device=sim.device)  # (V,)
     if v2t_mode == "group_max":
-        v2t = ranks(_group_max(sim, caption_video, n_vid).t(), own)  # (V,) over (V videos, V groups)
+        groups = _group_max(sim, caption_video, n_vid).t()  # (V videos, V groups)
+        v2t = _ranks_and_ties(groups, _gt_mask(groups, own))  # (V,), (V,)
     else:
-        v2t = ranks_from_mask(sim.t(), own[:, None] == caption_video[None, :])  # (V,) over (V, C)
+        v2t = _ranks_and_ties(sim.t(), own[:, None] == caption_video[None, :])  # (V,), (V,) over (V, C)
 
-    out = {"t2v": recall_metrics(t2v), "v2t": recall_metrics(v2t)}
+    out = {
+        "t2v": {**recall_metrics(t2v[0]), "tied": int(t2v[1].sum())},
+        "v2t": {**recall_metrics(v2t[0]), "tied": int(v2t[1].sum())},
+    }
     out["rsum_total"] = out["t2v"]["rsum"] + out["v2t"]["rsum"]
     return out
 
@@ -161,6 +194,9 @@ def format_table(results: dict, title: str | None = None) -> str:
             lines.append(f"{name:<15}" + "".join(f"{results[key][c]:>8.1f}" for c in COLUMNS))
     if "rsum_total" in results:
         lines.append(f"rsum (t2v + v2t): {results['rsum_total']:.1f}")
+    tied = [f"{key} {results[key]['tied']} of {results[key]['n']}" for key in names if "tied" in results.get(key, {})]
+    if tied:
+        lines.append(f"tied queries (correct score == a wrong one's, counted against it): {', '.join(tied)}")
     return "\n".join(lines)
 
 

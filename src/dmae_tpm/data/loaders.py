@@ -68,16 +68,26 @@ def read(cfg: DataConfig, split: str) -> RetrievalSplit:
     return read_split(cfg.format, cfg.annotations, split, **cfg.reader_options)
 
 
-def text_table(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncoder, max_words: int) -> TextTable:
-    """Tokens and Algorithm 1 weights of every caption; rank 0 fills the disk cache first, the others read it."""
+def text_table(
+    cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncoder, max_words: int, queries: bool = False
+) -> TextTable:
+    """Tokens and Algorithm 1 weights of every caption; rank 0 fills the disk cache first, the others read it.
+
+    queries=True: the captions are evaluation queries. With ``text_weights.eval_idf=train`` (default) each one's
+    w_freq then comes from its own words with the IDF of the training split's paragraphs, so it never depends on
+    the other captions of its (ground-truth) video; ``video_paragraph`` keeps Algorithm 1 as written on this split.
+    """
     tokens = backbone.tokenize(split.captions, context_length=max_words)  # (C, L)
     cache = TextWeightCache(cfg.cache_dir, cfg.text_weights)
     by_video = split.captions_by_video()
+    idf_corpus = None
+    if queries and cfg.text_weights.eval_idf == "train":
+        idf_corpus = read(cfg, cfg.train_split).captions_by_video()
     if distributed.rank() == 0:
-        weights = cache.get(by_video, backbone.tokenizer, max_words)
+        weights = cache.get(by_video, backbone.tokenizer, max_words, idf_corpus)
     distributed.barrier()
     if distributed.rank() != 0:
-        weights = cache.get(by_video, backbone.tokenizer, max_words)
+        weights = cache.get(by_video, backbone.tokenizer, max_words, idf_corpus)
     seen: dict[int, int] = {}
     w_pos, w_freq = [], []
     for v in split.caption_video:
@@ -122,7 +132,7 @@ def eval_datasets(
     cfg: DataConfig, backbone: CLIPDualEncoder, max_words: int, max_frames: int
 ) -> tuple[RetrievalSplit, CaptionDataset, VideoDataset]:
     split = read(cfg, cfg.test_split)
-    captions = CaptionDataset(text_table(cfg, split, backbone, max_words))
+    captions = CaptionDataset(text_table(cfg, split, backbone, max_words, queries=True))
     videos = VideoDataset(split.video_ids, video_source(cfg, split, backbone, max_frames), cfg.eval_skip_bad_videos)
     return split, captions, videos
 

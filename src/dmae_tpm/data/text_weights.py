@@ -4,6 +4,13 @@ For every caption of every video, spaCy PoS tags give w_pos (eta on NOUN/VERB/AD
 and the TF-IDF of each word in its video's paragraph gives w_freq (0 on the k lowest-scoring words, else 1;
 lines 3-5, 12-16). The word weights are then spread over open_clip's BPE tokens, so that they line up with the
 (B, L) token positions that `textual_attention.textual_attention` consumes.
+
+Evaluation queries (``idf_corpus`` given; ``TextWeightsConfig.eval_idf = "train"``, the default) do not use the
+paragraph of their video: on MSVD that paragraph is every caption of the query's ground-truth video, which a
+retrieval system does not have when the query arrives. Instead each query is its own TF-IDF document (raw counts
+of its words), with the IDF fitted on the training split's paragraphs (one document per training video, as in
+training); F = the query's k lowest words. ``eval_idf = "video_paragraph"`` is Algorithm 1 as written on the test
+split (docs/fidelity.md D5). Training captions always follow Algorithm 1 as written.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Word = tuple[str, float, float]  # (word text, p_m, q_m)
 CACHE_FORMAT = 1
+EVAL_IDF = ("train", "video_paragraph")
 
 
 @dataclass
@@ -36,6 +46,14 @@ class TextWeightsConfig:
     eta: float = 2.0  # Algorithm 1, line 8 (eta > 1)
     significant_pos: tuple[str, ...] = ("NOUN", "VERB", "ADJ")  # PSIG, Algorithm 1, line 2
     k_lowest: int = 3  # |F|, Algorithm 1, line 5; the paper gives no value
+    # Evaluation queries: "train" = the query's own words as the TF-IDF document, IDF fitted on the training
+    # split's paragraphs (needs no test statistics); "video_paragraph" = Algorithm 1 as written on the test split,
+    # which on MSVD reads every caption of the query's ground-truth video (docs/fidelity.md D5).
+    eval_idf: str = "train"
+
+    def __post_init__(self):
+        if self.eval_idf not in EVAL_IDF:
+            raise ValueError(f"text_weights.eval_idf must be one of {EVAL_IDF}, got {self.eval_idf!r}")
 
 
 # ----- spaCy ---------------------------------------------------------------------------------------------------
@@ -106,6 +124,33 @@ def _lowest_words(paragraphs: list[list[str]], k: int) -> list[set[str]]:
     return lowest
 
 
+def _query_lowest_words(queries: list[list[str]], corpus: list[list[str]], k: int) -> list[set[str]]:
+    """Per evaluation query, F = the k distinct words with the lowest tf-idf in the query itself.
+
+    The query (its raw word counts) is the document; the IDF is sklearn's smooth idf fitted on `corpus` (one
+    document per training video), idf(w) = ln((1 + n) / (1 + df(w))) + 1, and a word absent from the corpus
+    takes df = 0, i.e. the largest idf ln(1 + n) + 1 (sklearn's smoothing counts an extra document holding
+    every word once). Scores are l2-normalised per query as in `_lowest_words`; ties broken by the word.
+    Nothing here depends on any other test caption, so a query's F is the same whatever else is in the split.
+    """
+    if k <= 0:
+        return [set() for _ in queries]
+    n = len(corpus)
+    idf: dict[str, float] = {}
+    if any(corpus):
+        vectorizer = TfidfVectorizer(analyzer=_identity, lowercase=False)  # smooth idf, as in `_lowest_words`
+        vectorizer.fit(corpus)
+        idf = {str(w): float(x) for w, x in zip(vectorizer.get_feature_names_out(), vectorizer.idf_, strict=True)}
+    unseen = math.log(1 + n) + 1.0  # df = 0
+    lowest = []
+    for words in queries:
+        raw = {w: count * idf.get(w, unseen) for w, count in Counter(words).items()}
+        norm = math.sqrt(sum(v * v for v in raw.values())) or 1.0
+        ranked = sorted((round(v / norm, 12), w) for w, v in raw.items())
+        lowest.append({w for _, w in ranked[:k]})
+    return lowest
+
+
 def _caption_weights(doc, lowest: set[str], cfg: TextWeightsConfig) -> list[Word]:
     """(word, p_m, q_m) for every spaCy word of a caption (Algorithm 1, lines 6-17); punctuation gets (1, 1)."""
     out = []
@@ -121,18 +166,44 @@ def _caption_weights(doc, lowest: set[str], cfg: TextWeightsConfig) -> list[Word
     return out
 
 
-def word_weights(
-    captions_by_video: dict[str, list[str]], cfg: TextWeightsConfig, nlp: spacy.Language
-) -> dict[str, list[list[Word]]]:
-    """Algorithm 1 for every caption: per video, per caption, per spaCy word, (word text, p_m, q_m)."""
+def _tagged_by_video(captions_by_video: dict[str, list[str]], nlp: spacy.Language) -> list[list]:
+    """spaCy docs (Algorithm 1, line 1: PoS tags) per video, per caption."""
     videos = list(captions_by_video)
     flat = [normalise(c) for v in videos for c in captions_by_video[v]]
-    docs = iter(list(nlp.pipe(flat, batch_size=256)))  # line 1: PoS tags
-    docs_by_video = [[next(docs) for _ in captions_by_video[v]] for v in videos]
-    paragraphs = [[w for d in ds for w in _words(d)] for ds in docs_by_video]  # line 3: paragraph T
-    lowest = _lowest_words(paragraphs, cfg.k_lowest)  # lines 4-5
+    docs = iter(list(nlp.pipe(flat, batch_size=256)))
+    return [[next(docs) for _ in captions_by_video[v]] for v in videos]
+
+
+def _paragraphs(docs_by_video: list[list]) -> list[list[str]]:
+    """Per video, the words of all its captions: the paragraph T of Algorithm 1, line 3."""
+    return [[w for d in ds for w in _words(d)] for ds in docs_by_video]
+
+
+def word_weights(
+    captions_by_video: dict[str, list[str]],
+    cfg: TextWeightsConfig,
+    nlp: spacy.Language,
+    idf_corpus: dict[str, list[str]] | None = None,
+) -> dict[str, list[list[Word]]]:
+    """Algorithm 1 for every caption: per video, per caption, per spaCy word, (word text, p_m, q_m).
+
+    idf_corpus None: Algorithm 1 as written, F from the tf-idf of each video's paragraph over these videos.
+    idf_corpus given (evaluation queries, ``eval_idf="train"``): F of each caption from its own words, the IDF
+    fitted on the paragraphs of idf_corpus's videos (the training split), see `_query_lowest_words`.
+    """
+    videos = list(captions_by_video)
+    docs_by_video = _tagged_by_video(captions_by_video, nlp)
+    if idf_corpus is None:
+        per_video = _lowest_words(_paragraphs(docs_by_video), cfg.k_lowest)  # lines 3-5
+        lowest = [[low] * len(ds) for low, ds in zip(per_video, docs_by_video, strict=True)]
+    else:
+        corpus = _paragraphs(_tagged_by_video(idf_corpus, nlp)) if cfg.k_lowest > 0 else []
+        flat = _query_lowest_words([_words(d) for ds in docs_by_video for d in ds], corpus, cfg.k_lowest)
+        it = iter(flat)
+        lowest = [[next(it) for _ in ds] for ds in docs_by_video]
     return {
-        v: [_caption_weights(d, low, cfg) for d in ds] for v, ds, low in zip(videos, docs_by_video, lowest, strict=True)
+        v: [_caption_weights(d, low, cfg) for d, low in zip(ds, lows, strict=True)]
+        for v, ds, lows in zip(videos, docs_by_video, lowest, strict=True)
     }
 
 
@@ -195,11 +266,16 @@ def align_to_tokens(words: list[Word], text: str, tokenizer, context_length: int
 
 
 def compute_token_weights(
-    captions_by_video: dict[str, list[str]], cfg: TextWeightsConfig, tokenizer, context_length: int
+    captions_by_video: dict[str, list[str]],
+    cfg: TextWeightsConfig,
+    tokenizer,
+    context_length: int,
+    idf_corpus: dict[str, list[str]] | None = None,
 ) -> tuple[list[tuple[str, int]], torch.Tensor, torch.Tensor]:
-    """Algorithm 1 over a dataset: keys (video_id, caption_index) and w_pos, w_freq of shape (C, L)."""
+    """Algorithm 1 over a dataset: keys (video_id, caption_index) and w_pos, w_freq of shape (C, L).
+    idf_corpus: see `word_weights` (given for evaluation queries with ``eval_idf="train"``)."""
     nlp = load_spacy(cfg.spacy_pipeline)
-    weights = word_weights(captions_by_video, cfg, nlp)
+    weights = word_weights(captions_by_video, cfg, nlp, idf_corpus)
     keys, pos, freq = [], [], []
     for video, captions in captions_by_video.items():
         for index, caption in enumerate(captions):
@@ -227,18 +303,26 @@ def _tokenizer_signature(tokenizer) -> dict:
 class TextWeightCache:
     """Algorithm 1 weights for a whole dataset, computed once and cached under `cache_dir`.
 
-    The cache key hashes the captions, the config, the spaCy pipeline name + version, the tokenizer and the
-    context length, so changing any of them recomputes. Files are written atomically (`checkpoint.save_atomic`).
+    The cache key hashes the captions, the config (``eval_idf`` included), the IDF corpus of evaluation queries
+    (None for Algorithm 1 as written), the spaCy pipeline name + version, the tokenizer and the context length, so
+    changing any of them recomputes. Files are written atomically (`checkpoint.save_atomic`).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, cfg: TextWeightsConfig | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.cfg = cfg or TextWeightsConfig()
 
-    def key(self, captions_by_video: dict[str, list[str]], tokenizer, context_length: int) -> str:
+    def key(
+        self,
+        captions_by_video: dict[str, list[str]],
+        tokenizer,
+        context_length: int,
+        idf_corpus: dict[str, list[str]] | None = None,
+    ) -> str:
         payload = {
             "format": CACHE_FORMAT,
             "captions": sorted(captions_by_video.items()),
+            "idf_corpus": None if idf_corpus is None else sorted(idf_corpus.items()),
             "config": asdict(self.cfg),
             "spacy": [self.cfg.spacy_pipeline, pipeline_version(self.cfg.spacy_pipeline)],
             "tokenizer": _tokenizer_signature(tokenizer),
@@ -250,14 +334,21 @@ class TextWeightCache:
         return self.cache_dir / f"text_weights_{key}.pt"
 
     def get(
-        self, captions_by_video: dict[str, list[str]], tokenizer, context_length: int
+        self,
+        captions_by_video: dict[str, list[str]],
+        tokenizer,
+        context_length: int,
+        idf_corpus: dict[str, list[str]] | None = None,
     ) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
-        """(video_id, caption_index) -> (w_pos (L,), w_freq (L,)), from disk when cached."""
-        path = self.path(self.key(captions_by_video, tokenizer, context_length))
+        """(video_id, caption_index) -> (w_pos (L,), w_freq (L,)), from disk when cached.
+        idf_corpus: see `word_weights` (the training split's captions by video, for evaluation queries)."""
+        path = self.path(self.key(captions_by_video, tokenizer, context_length, idf_corpus))
         if path.exists():
             data = torch.load(path, weights_only=True)
             keys, w_pos, w_freq = [tuple(k) for k in data["keys"]], data["w_pos"], data["w_freq"]
         else:
-            keys, w_pos, w_freq = compute_token_weights(captions_by_video, self.cfg, tokenizer, context_length)
+            keys, w_pos, w_freq = compute_token_weights(
+                captions_by_video, self.cfg, tokenizer, context_length, idf_corpus
+            )
             save_atomic({"keys": [list(k) for k in keys], "w_pos": w_pos, "w_freq": w_freq}, path)
         return {(str(v), int(i)): (w_pos[n], w_freq[n]) for n, (v, i) in enumerate(keys)}  # (L,), (L,)
