@@ -32,7 +32,7 @@ def eval_point(variant, queries, videos, device, repeats, chunk) -> dict:
     scorer = S.make_scorer(variant, device)
 
     def call():
-        return similarity_chunked(scorer, text, v_h, fm, chunk, chunk, lambda: C.autocast(device))
+        return similarity_chunked(scorer, text, v_h, fm, chunk, chunk)
 
     t = C.median(C.time_call(call, device, repeats, warmup=0 if repeats == 1 else 1))
     peak = C.peak_bytes(call, device)

@@ -42,7 +42,7 @@ def model_config(method: str, backbone: str, temporal_layers: int | None) -> Mod
     if temporal_layers is not None:
         cfg.temporal = TemporalConfig(layers=temporal_layers)
     if method == "baseline":
-        cfg.similarity = SimilarityConfig(textual_attention=False, visual_attention=False)
+        cfg.similarity = SimilarityConfig(textual_attention=False, visual_attention=False, sentence_term=False)
         cfg.loss = LossConfig(name="infonce")
         cfg.tpm = TPMConfig(enabled=False)
     return cfg

@@ -103,15 +103,13 @@ def similarity_chunked(
     frame_mask: torch.Tensor,
     text_chunk: int,
     video_chunk: int,
-    autocast=None,
 ) -> torch.Tensor:
     """sim (C, V) in float32, peak memory set by the chunk sizes rather than by C x V.
 
     Always computed in float32: every chunk's features are cast with .float() and scored with autocast disabled
-    on v_h's device (`fp32_scoring`), whatever autocast the caller runs under. `autocast` is accepted so that
-    existing callers (scripts/bench) keep working, and ignored: bf16 scoring creates ties (docs/fidelity.md D22).
+    on v_h's device (`fp32_scoring`), whatever autocast the caller runs under: bf16 scoring creates ties
+    (docs/fidelity.md D22).
     """
-    del autocast  # never used for scoring, see the docstring
     rows = []
     with fp32_scoring(v_h.device):
         for i in range(0, text.t_cls.shape[0], text_chunk):
