@@ -240,6 +240,22 @@ def test_negnce_no_hard_negatives_is_gamma1_infonce(gamma1):
     assert torch.isfinite(sim.grad).all()
 
 
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_negnce_without_hard_negatives_is_finite_when_pairs_are_ignored(variant):
+    """Issue 11: no hard negative and a pair left out by data.mask_same_video made the vanishing L_n a
+    `logits.sum() * 0` over -inf logits, i.e. NaN. The issue's 3 x 3 case."""
+    sim = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.9, 0.0], [0.2, 0.0, 0.9]], dtype=F64, requires_grad=True)
+    ignore = torch.zeros(3, 3, dtype=torch.bool)
+    ignore[0, 2] = ignore[2, 0] = True
+    out = NegNCE(NegNCEConfig(variant=variant))(sim, 10.0, ignore)
+    assert out["num_hard"].item() == 0 and torch.isfinite(out["loss"])
+    info = InfoNCE()(sim, 10.0, ignore)["loss"] if variant == "paper" else out["loss_p_t2v"]
+    if variant == "paper":
+        torch.testing.assert_close(out["loss"], info, rtol=1e-14, atol=0)
+    out["loss"].backward()
+    assert torch.isfinite(sim.grad).all()
+
+
 def test_negnce_gamma2_zero_is_exactly_infonce():
     sim = _rand_sim(6, seed=9)
     out = NegNCE(NegNCEConfig(gamma1=1.0, gamma2=0.0))(sim, 10.0)

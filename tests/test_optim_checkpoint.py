@@ -74,6 +74,17 @@ def test_save_atomic_and_weights_only_load(tmp_path, tiny):
     assert [p.name for p in (tmp_path / "checkpoints").glob("*.pt")] == ["step_00000010.pt"]
 
 
+def test_keep_checkpoints_zero_keeps_every_checkpoint(tmp_path):
+    """keep=0 used to delete every step checkpoint right after writing it (issue 11): it now keeps all."""
+    for step in (1, 2, 3):
+        checkpoint.save_atomic({"x": torch.ones(1)}, tmp_path / "checkpoints" / f"step_{step:08d}.pt")
+    checkpoint.prune(tmp_path, keep=0)
+    assert len(list((tmp_path / "checkpoints").glob("step_*.pt"))) == 3
+    from dmae_tpm.config import TrainerConfig
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        TrainerConfig(keep_checkpoints=-1)
+
+
 def test_save_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(obj, handle):
         handle.write(b"partial")

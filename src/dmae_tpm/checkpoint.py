@@ -94,6 +94,10 @@ def latest(run_dir: str | os.PathLike) -> Path | None:
 
 
 def prune(run_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the `keep` newest step checkpoints; keep = 0 keeps every one (0 must never mean "none":
+    the checkpoint just written would go, and with it any resume)."""
+    if keep <= 0:
+        return
     folder = Path(run_dir) / "checkpoints"
     found = sorted((int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := PATTERN.match(p.name)))
     for _, path in found[: max(0, len(found) - keep)]:

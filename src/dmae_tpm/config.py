@@ -43,7 +43,7 @@ class TrainerConfig:
     log_every: int = 10
     eval_every: int = 1  # epochs; 0 evaluates only at the end
     checkpoint_every: int = 0  # optimisation steps between mid-epoch checkpoints; 0: end of epoch only
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # newest step checkpoints kept; 0 keeps all
     stop_after_steps: int | None = None  # leave after this many steps in this invocation (job time limits)
     progress: bool = True  # tqdm bars on rank 0
     wandb: str = "offline"  # online | offline | disabled
@@ -55,6 +55,9 @@ class TrainerConfig:
     def __post_init__(self):
         if self.best_metric is not None:
             check_metric_name(self.best_metric)
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"trainer.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got "
+                             f"{self.keep_checkpoints}")
 
 
 @dataclass

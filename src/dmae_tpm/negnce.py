@@ -67,7 +67,8 @@ def negative_terms(logits: torch.Tensor, hard: torch.Tensor) -> tuple[torch.Tens
     """L_n^{t2v}, L_n^{v2t}: -1/H sum over N of log(1 - p_ij), p from row / column softmax.  # Eqs. (6)-(7)"""
     h = hard.sum()
     if h == 0:  # no hard negative in the batch: the term vanishes rather than becoming 0/0
-        zero = logits.sum() * 0.0
+        # A constant, not logits.sum() * 0: pairs left out by `ignore` hold -inf there, and -inf * 0 is NaN.
+        zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
         return zero, zero
     log1m_t2v = log1m_softmax(logits, dim=1)  # p^{t2v}_ij: softmax over videos k for text i
     log1m_v2t = log1m_softmax(logits, dim=0)  # p^{v2t}_ij: softmax over texts k for video j
@@ -113,5 +114,5 @@ def _official_direction(sim, cfg: NegNCEConfig, ignore):
         if ignore is not None:
             hard &= ~ignore
     loss_p = -torch.log(p.diagonal()).mean()
-    loss_n = -torch.log(1 - p[hard]).mean() if hard.any() else sim.sum() * 0.0
+    loss_n = -torch.log(1 - p[hard]).mean() if hard.any() else torch.zeros((), dtype=sim.dtype, device=sim.device)
     return cfg.gamma1 * loss_p + cfg.gamma2 * loss_n, loss_p, loss_n, hard.sum().to(sim.dtype)
