@@ -255,3 +255,18 @@ def test_every_field_is_overridable_and_typos_fail_at_composition():
             compose("config", overrides=["model.tpm.predictor_normalise=sigmoid"])
         with pytest.raises(ConfigCompositionException):
             compose("config", overrides=["trainer.epochs=many"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.batch_size=-4", "data.batch_size"), ("data.batch_size=0", "data.batch_size"),
+    ("data.eval_batch_size=0", "data.eval_batch_size"), ("model.max_frames=0", "model.max_frames"),
+    ("model.max_words=2", "model.max_words"), ("trainer.log_every=0", "trainer.log_every"),
+    ("trainer.epochs=0", "trainer.epochs"), ("trainer.max_steps=0", "trainer.max_steps"),
+])
+def test_out_of_range_values_fail_at_composition_naming_the_key(override, key):
+    """Issue 11 item 6: these used to exit 0 after 0 steps (a negative batch) or divide by zero deep inside."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        to_run_config(cfg)

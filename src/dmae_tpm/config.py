@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from .checks import at_least
 from .data.loaders import DataConfig
 from .metrics import check_metric_name
 from .model import ModelConfig
@@ -55,6 +56,8 @@ class TrainerConfig:
     def __post_init__(self):
         if self.best_metric is not None:
             check_metric_name(self.best_metric)
+        at_least("trainer", self, epochs=1, max_steps=1, log_every=1, eval_every=0, checkpoint_every=0,
+                 stop_after_steps=1)
         if self.keep_checkpoints < 0:
             raise ValueError(f"trainer.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got "
                              f"{self.keep_checkpoints}")

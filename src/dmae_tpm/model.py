@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .backbone import BackboneConfig, CLIPDualEncoder, build_backbone
+from .checks import at_least
 from .dmae import Similarity, SimilarityConfig, TextInput
 from .features import TextFeatures, VideoFeatures
 from .objective import LossConfig, build_contrastive_loss, total_objective
@@ -32,6 +33,9 @@ class ModelConfig:
     max_words: int = 32  # Sec. 4.1: 32 for MSR-VTT/MSVD, 64 for DiDeMo/ActivityNet
     max_frames: int = 12  # Sec. 4.1: 12 for MSR-VTT/MSVD, 64 for DiDeMo/ActivityNet
     logit_scale_max: float = 100.0  # tau is CLIP's learned logit scale, clamped as in CLIP
+
+    def __post_init__(self):
+        at_least("model", self, max_words=3, max_frames=1)  # max_words: [BOS], one word, [EOS]
 
 
 def _no_gather(text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import distributed
 from ..backbone import CLIPDualEncoder
+from ..checks import at_least
 from .annotations import RetrievalSplit, read_split, video_path_index
 from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
 from .frame_cache import build_frame_cache
@@ -43,6 +44,9 @@ class DataConfig:
     eval_skip_bad_videos: bool = False  # evaluation: drop unreadable test videos instead of failing
     mask_same_video: bool = True  # two captions of one video in a batch are not each other's negatives
     synthetic: dict[str, Any] | None = None  # SyntheticConfig fields: generate the benchmark when absent
+
+    def __post_init__(self):
+        at_least("data", self, batch_size=1, eval_batch_size=1, num_workers=0, fps=1e-9)
 
 
 def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> None:
