@@ -57,10 +57,7 @@ class TrainerConfig:
         if self.best_metric is not None:
             check_metric_name(self.best_metric)
         at_least("trainer", self, epochs=1, max_steps=1, log_every=1, eval_every=0, checkpoint_every=0,
-                 stop_after_steps=1)
-        if self.keep_checkpoints < 0:
-            raise ValueError(f"trainer.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got "
-                             f"{self.keep_checkpoints}")
+                 stop_after_steps=1, keep_checkpoints=0)  # keep_checkpoints=0 keeps every checkpoint
 
 
 @dataclass

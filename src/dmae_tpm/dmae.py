@@ -165,9 +165,7 @@ class Similarity(nn.Module):
         return self._interaction_1xN(s_prime, v_h, frame_mask)
 
     def _w_ta(self, text: TextInput) -> torch.Tensor:
-        if text.w_pos is None or text.w_freq is None:
-            raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights); "
-                             "compute them in the data pipeline or set similarity.textual_attention=false")
+        _require_algorithm1(text)
         return textual_attention(text.w_pos, text.w_freq, text.t_mask)  # (B_t, M)  Eq. (1)
 
     def _interaction_1xN(self, s_prime, v_h, frame_mask) -> torch.Tensor:
@@ -184,8 +182,7 @@ class Similarity(nn.Module):
     def official_dmae(self, text: TextInput, v_h, frame_mask) -> torch.Tensor:
         word_weight = text.t_mask.float()
         if self.cfg.textual_attention:
-            if text.w_pos is None or text.w_freq is None:
-                raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights)")
+            _require_algorithm1(text)
             word_weight = text.w_pos * text.w_freq * word_weight
         words = self._official_score(text.t_tokens, text.t_mask, word_weight, v_h, frame_mask)
         if not self.cfg.sentence_term:
@@ -223,6 +220,12 @@ class Similarity(nn.Module):
             t2v = torch.einsum("clv,cl->cv", t2v, (x_weight * learned).to(t2v.dtype))
             v2t = torch.einsum("cvn,vn->cv", v2t, video_w.to(v2t.dtype))
         return 0.5 * (t2v + v2t)
+
+
+def _require_algorithm1(text: TextInput) -> None:
+    if text.w_pos is None or text.w_freq is None:
+        raise ValueError("Textual Attention is on but the batch has no w_pos/w_freq (Algorithm 1 weights); "
+                         "compute them in the data pipeline or set similarity.textual_attention=false")
 
 
 def _second_frame_term(s, best, v_h, frame_mask) -> torch.Tensor:

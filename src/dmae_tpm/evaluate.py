@@ -39,9 +39,7 @@ def fp32_scoring(device: torch.device | str):
 
 def _float_text(text: TextInput) -> TextInput:
     """The float fields of a TextInput in float32 (t_mask and missing Algorithm 1 weights as they are)."""
-    as_float = (lambda x: None if x is None else x.float())  # noqa: E731
-    return TextInput(as_float(text.t_cls), as_float(text.t_tokens), text.t_mask, as_float(text.w_pos),
-                     as_float(text.w_freq))
+    return _map_text(lambda x: x.float() if x is not None and x.is_floating_point() else x, text)
 
 
 @torch.no_grad()
