@@ -270,3 +270,20 @@ def test_out_of_range_values_fail_at_composition_naming_the_key(override, key):
         cfg = compose("config", overrides=[override])
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         to_run_config(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+trainer.epoch=3", r"trainer\.epoch \(did you mean trainer\.epochs\?\)"),
+    ("+optimm.lr=0.5", r"optimm \(did you mean optim\?\)"),
+    ("+model.tpm.treshold=0.5", r"model\.tpm\.treshold \(did you mean model\.tpm\.threshold\?\)"),
+])
+def test_appended_unknown_keys_are_refused(override, message):
+    """Issue 11 item 7: `+key=value`, the form Hydra's own error suggests, adds a key the schema lacks; the merge
+    into RunConfig used to drop it and the run started without the value."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+        free_form = compose("config", overrides=["+data.reader_options.train_csv=MSRVTT_train.7k.csv"])
+    with pytest.raises(ValueError, match=message):
+        to_run_config(cfg)
+    assert to_run_config(free_form).data.reader_options == {"train_csv": "MSRVTT_train.7k.csv"}

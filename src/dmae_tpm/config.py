@@ -6,6 +6,8 @@ merges the result into `RunConfig`, so a misspelt key or a wrong type fails befo
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +109,39 @@ ConfigStore.instance().store(name=SCHEMA, node=RunConfig)
 
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Validate a composed config against `RunConfig` and return the dataclass tree."""
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    schema = OmegaConf.structured(RunConfig)
+    unknown = unknown_keys(cfg, schema)
+    if unknown:  # `+key=value` adds keys Hydra's struct mode would refuse, and the merge drops them silently
+        raise ValueError(f"unknown config key(s): {', '.join(_with_suggestion(k, schema) for k in unknown)}; "
+                         "every key is listed in dmae_tpm/config.py (RunConfig) -- drop the leading '+' and fix "
+                         "the spelling")
+    merged = OmegaConf.merge(schema, cfg)
     return OmegaConf.to_object(merged)
+
+
+def unknown_keys(cfg: DictConfig | dict, schema: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of `cfg` that the typed `schema` lacks. Free-form dict fields (data.reader_options,
+    data.synthetic) are not descended into: any key is theirs."""
+    found = []
+    for key, value in (cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else cfg.items()):
+        name = f"{prefix}{key}"
+        if key not in schema:
+            found.append(name)
+            continue
+        node = schema._get_node(key) if isinstance(schema, DictConfig) else None
+        structured = isinstance(node, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(node))
+        if structured and isinstance(value, (DictConfig, dict)):
+            found += unknown_keys(value, node, name + ".")
+    return found
+
+
+def _with_suggestion(key: str, schema: DictConfig) -> str:
+    parent, _, leaf = key.rpartition(".")
+    known = schema
+    for part in parent.split(".") if parent else []:
+        known = known.get(part) if isinstance(known, DictConfig) and part in known else None
+    close = difflib.get_close_matches(leaf, list(known.keys()), n=1) if isinstance(known, DictConfig) else []
+    return f"{key} (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else key
 
 
 def to_dict(cfg: RunConfig) -> dict:
