@@ -477,3 +477,10 @@ def test_metric_score_signs_lower_is_better_ranks_and_rejects_unknown_names():
 
     with pytest.raises(ValueError, match="unknown metric 't2v.R@2'"):
         TrainerConfig(best_metric="t2v.R@2")
+
+
+def test_format_table_says_how_many_test_videos_were_dropped():
+    """Issue 11 item 14: with data.eval_skip_bad_videos=true the table gave no sign that the protocol shrank."""
+    out = {**retrieval_metrics(torch.eye(4), torch.arange(4)), "dropped_videos": 2, "videos": 4}
+    assert format_table(out).splitlines()[-1].startswith("DROPPED 2 of 6 test videos")
+    assert "DROPPED" not in format_table({**out, "dropped_videos": 0})

@@ -197,6 +197,10 @@ def format_table(results: dict, title: str | None = None) -> str:
     tied = [f"{key} {results[key]['tied']} of {results[key]['n']}" for key in names if "tied" in results.get(key, {})]
     if tied:
         lines.append(f"tied queries (correct score == a wrong one's, counted against it): {', '.join(tied)}")
+    if results.get("dropped_videos"):  # data.eval_skip_bad_videos=true: not the benchmark's full protocol
+        dropped = results["dropped_videos"]
+        lines.append(f"DROPPED {dropped} of {dropped + results['videos']} test videos that failed to decode, with "
+                     "their captions: these figures are not comparable with full-test-set results")
     return "\n".join(lines)
 
 
