@@ -18,7 +18,8 @@ from dmae_tpm.config import to_run_config
 from dmae_tpm.data.synthetic import PRESETS
 from dmae_tpm.evaluate import evaluate_checkpoint
 from dmae_tpm.model import DMAETPM
-from dmae_tpm.trainer import NonFiniteLossError, train
+from dmae_tpm.run_lock import RunFolderInUseError, RunLock
+from dmae_tpm.trainer import NonFiniteLossError, NonFiniteStateError, ResumeConfigError, train
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS["tiny"].items()}
@@ -204,11 +205,126 @@ def test_training_survives_a_corrupt_video_and_counts_it(tmp_path_factory, tmp_p
 def test_resume_keeps_a_best_score_newer_than_its_checkpoint(bench, tmp_path):
     """best.json written after the last step checkpoint (the epoch's evaluation) is what a resumed run must beat."""
     run = tmp_path / "run"
-    train(make_cfg(bench, run, "trainer.epochs=1"))
+    train(make_cfg(bench, run))
+    last = checkpoint.latest(run)  # step 4; step 2 (end of epoch 0) was evaluated after it was written
+    last.unlink()
     record = checkpoint.read_best(run)
-    record["score"] = record["value"] = 1000.0  # as if an evaluation after the checkpoint had scored this
+    record["score"] = record["value"] = 1000.0  # as if that evaluation had scored this
     (run / "checkpoints" / "best.json").write_text(json.dumps(record))
     before = best_path(run).stat().st_mtime_ns
-    train(make_cfg(bench, run, "trainer.epochs=2"))  # resumes at epoch 1, evaluates at the end: below 1000
+    train(make_cfg(bench, run))  # resumes at step 2, evaluates at the end: below 1000
     assert checkpoint.read_best(run)["score"] == 1000.0
     assert best_path(run).stat().st_mtime_ns == before
+
+
+@pytest.fixture(scope="module")
+def finished(bench, tmp_path_factory) -> Path:
+    """A run of one epoch, trained once for the resume tests that follow (each works on a copy)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(make_cfg(bench, run, "trainer.epochs=1"))
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=0.05", "optim.lr"), ("data.batch_size=2", "data.batch_size"), ("trainer.epochs=2", "trainer.epochs"),
+    ("seed=3", "seed"), ("model.tpm.enabled=false", "model.tpm.enabled"),
+])
+def test_resume_under_a_config_that_changes_training_is_refused(bench, finished, tmp_path, override, key):
+    """Issue 11 item 3: resume=auto used to keep the checkpoint's schedule under a new lr, skip data under a new
+    batch size and re-evaluate a finished run given new overrides, all with exit 0."""
+    run = _copy(finished, tmp_path)
+    with pytest.raises(ResumeConfigError, match=rf"{key.replace('.', '[.]')}: .*new name="):
+        train(make_cfg(bench, run, "trainer.epochs=1", override))
+    assert [p.name for p in checkpoint.steps(run)] == ["step_00000002.pt"]
+
+
+def test_resume_allows_changes_that_leave_training_as_it_was(bench, finished, tmp_path):
+    run = _copy(finished, tmp_path)
+    out = train(make_cfg(bench, run, "trainer.epochs=1", "trainer.log_every=5", "eval.text_chunk=2",
+                         "data.eval_batch_size=2", "trainer.keep_checkpoints=5"))
+    assert out["step"] == 2 and checkpoint.latest(run).name == "step_00000002.pt"  # complete: evaluated only
+
+
+def test_a_second_training_in_a_locked_run_folder_is_refused(bench, tmp_path):
+    """Issue 11 item 4: two trainings in one folder overwrote each other's checkpoints; a lock left by a dead
+    process (the file stays, the kernel drops the flock) does not block."""
+    run = tmp_path / "run"
+    with RunLock(run):
+        with pytest.raises(RunFolderInUseError, match=rf"{os.getpid()}.*name="):
+            train(make_cfg(bench, run, "trainer.max_steps=1"))
+    assert not (run / "checkpoints").exists()
+    (run / ".lock").write_text('{"pid": 999999999, "host": "gone"}\n')  # stale: nobody holds it
+    assert train(make_cfg(bench, run, "trainer.max_steps=1"))["step"] == 1
+
+
+def test_a_non_finite_update_is_never_checkpointed_and_the_advice_works(bench, tmp_path):
+    """Issue 11 item 5: optim.lr=nan used to save NaN weights at step 1, and the re-run with a sane lr resumed them
+    and stopped again. Now the save is refused, and the advice (a new name=) trains cleanly."""
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteStateError, match=r"after step 1 .*model\..*new name="):
+        train(make_cfg(bench, run, "optim.lr=nan", "trainer.checkpoint_every=1"))
+    assert checkpoint.latest(run) is None
+    again = make_cfg(bench, tmp_path / "renamed", "trainer.checkpoint_every=1")
+    assert train(again)["step"] == 4
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_clears_orphans(bench, finished, tmp_path, caplog):
+    """Issue 11 item 9: a flipped byte in the newest checkpoint is caught by its sha256 and the run resumes from
+    the one before it, warning with both names; temporary files of killed saves are removed."""
+    run = tmp_path / "run"
+    train(make_cfg(bench, run, "trainer.checkpoint_every=1", "trainer.stop_after_steps=2"))
+    newest, older = checkpoint.steps(run)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    orphan = run / "checkpoints" / "step_00000003.ptabc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="sha256"):
+        checkpoint.load(newest)
+    caplog.set_level("INFO")
+    assert train(make_cfg(bench, run, "trainer.checkpoint_every=1"))["step"] == 4
+    assert not orphan.exists()
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert newest.name in messages and f"resumed from {older}" in messages
+
+
+def test_bad_videos_after_the_last_logging_step_are_counted(tmp_path_factory, tmp_path):
+    """Issue 11 item 12: with log_every beyond the epoch, failures used to be counted only at logging steps."""
+    from dmae_tpm.data.synthetic import SyntheticConfig, generate
+
+    bench = tmp_path_factory.mktemp("synthetic_bad_unlogged")
+    generate(SyntheticConfig(**TINY), bench)
+    train_ids = (bench / "MSRVTT_train.9k.csv").read_text().split()[1:]
+    (bench / "videos" / f"{train_ids[0]}.mp4").write_bytes(b"\x00not a video" * 100)
+    cfg = make_cfg(bench, tmp_path / "bad", "data.frame_cache=null", "trainer.epochs=1", "trainer.eval_every=0",
+                   "trainer.log_every=100")
+    cfg.data.synthetic = None
+    assert train(cfg)["step"] == 2
+    progress = checkpoint.load(checkpoint.latest(tmp_path / "bad"))["progress"]
+    assert progress["videos_failed"] >= 1 and progress["videos_tried"] == 8 + progress["videos_failed"]
+
+
+def test_a_checkpoint_of_another_model_is_a_short_error_and_eval_records_what_ran(bench, finished, tmp_path,
+                                                                                  caplog):
+    """Issue 11 item 8: torch's 85-line load_state_dict error named no file; dmae-eval model=<other> evaluated the
+    checkpoint's model but recorded the override."""
+    ckpt = checkpoint.latest(finished)
+    weights_only = tmp_path / "weights.pt"
+    checkpoint.save_atomic({"model": checkpoint.load(ckpt)["model"]}, weights_only)  # no config: built as asked
+    with pytest.raises(checkpoint.ModelMismatchError, match=r"weights\.pt.* of another shape \(\d+\): ") as info:
+        evaluate_checkpoint(make_cfg(bench, tmp_path / "e1", f"checkpoint={weights_only}", "model.max_frames=6",
+                                     "model.temporal.max_frames=6", "model.tpm.enabled=false"))
+    assert len(str(info.value).splitlines()) == 1 and len(str(info.value)) < 1500
+    assert "not in the model" in str(info.value)  # TPM-CL's predictors
+
+    caplog.set_level("WARNING")
+    evaluate_checkpoint(make_cfg(bench, tmp_path / "e2", f"checkpoint={ckpt}", "model.tpm.enabled=false"))
+    written = json.loads((tmp_path / "e2" / "eval_results.json").read_text())
+    assert written["config"]["model"]["tpm"]["enabled"] is True  # what ran, not what was asked
+    assert any("model.tpm.enabled=False" in r.getMessage() for r in caplog.records)

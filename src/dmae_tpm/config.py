@@ -148,6 +148,41 @@ def to_dict(cfg: RunConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
+# Keys a resumed run may change: where it runs, writes and reports, and how it evaluates. Any other difference from
+# the checkpoint's config (lr, batch, epochs and so the schedule, model, data sampling, seed) changes training.
+RESUMABLE_CHANGES = (
+    "name", "run_dir", "resume", "checkpoint", "model_from_checkpoint", "eval.",
+    "trainer.log_every", "trainer.progress", "trainer.wandb", "trainer.wandb_project", "trainer.eval_every",
+    "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.stop_after_steps", "trainer.best_metric",
+    "trainer.dist_backend", "trainer.find_unused_parameters",
+    "data.name", "data.annotations", "data.videos", "data.frame_cache", "data.build_frame_cache", "data.cache_dir",
+    "data.num_workers", "data.eval_batch_size", "data.eval_skip_bad_videos", "data.test_split",
+    "data.max_bad_fraction", "data.check_test_videos",
+)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and free-form values stay whole."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(changes that alter training, other changes) between a checkpoint's config and this run's, as
+    "key: saved -> current". Keys the checkpoint lacks (written by an older version) are not compared."""
+    old, new = flatten(saved), flatten(current)
+    blocking, free = [], []
+    for key in sorted(k for k in new if k in old and new[k] != old[k]):
+        line = f"{key}: {old[key]!r} -> {new[key]!r}"
+        (free if key.startswith(RESUMABLE_CHANGES) else blocking).append(line)
+    return blocking, free
+
+
 def config_dir(candidates: list[str | os.PathLike | None] | None = None) -> str:
     """The configs/ folder the entry points compose from: $DMAE_CONFIGS, else the checkout this package was
     installed from (pip install -e .), else ./configs. A clear error when none holds a config.yaml."""

@@ -216,30 +216,27 @@ def evaluate_checkpoint(cfg) -> dict | None:
     import json
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
     from . import checkpoint
     from . import runtime as rt
     from .config import to_dict
     from .data import loaders
     from .metrics import format_table
-    from .model import ModelConfig, build_model
+    from .model import build_model
 
     if not cfg.checkpoint:
         raise ValueError("dmae-eval needs checkpoint=PATH (a step_*.pt of a run, or a file holding a state_dict)")
     runtime = rt.setup(cfg.trainer)
     try:
         state = checkpoint.load(cfg.checkpoint)
-        model_cfg = cfg.model
-        if cfg.model_from_checkpoint and isinstance(state.get("config"), dict) and "model" in state["config"]:
-            model_cfg = OmegaConf.to_object(
-                OmegaConf.merge(OmegaConf.structured(ModelConfig), state["config"]["model"])
-            )
+        model_cfg = _model_config(cfg, state)
         rt.seed_everything(cfg.seed)
         # The checkpoint holds every weight, but not the activation: build what `pretrained` needs (QuickGELU for
         # OpenAI's weights) without loading it, or the towers and temporal encoder compute other features.
         model = build_model(model_cfg, load_pretrained=False).to(runtime.device)
-        model.load_state_dict(checkpoint.model_state(state))
+        hint = ("evaluate it with the model config it was trained with: drop the model overrides and keep "
+                "model_from_checkpoint=true" if not cfg.model_from_checkpoint or model_cfg is cfg.model else
+                "the file's config and its weights disagree: it was not written by dmae-train")
+        checkpoint.load_weights(model, state, cfg.checkpoint, hint)
         loaders.prepare(cfg.data, model.backbone.image_size, model_cfg.max_frames)
         split, captions, videos = loaders.eval_datasets(
             cfg.data, model.backbone, model_cfg.max_words, model_cfg.max_frames
@@ -262,7 +259,8 @@ def evaluate_checkpoint(cfg) -> dict | None:
                         "data": cfg.data.name,
                         "split": split.split,
                         "results": result,
-                        "config": to_dict(cfg),
+                        # what ran: the model is the checkpoint's when model_from_checkpoint took it from there
+                        "config": {**to_dict(cfg), "model": to_dict_model(model_cfg)},
                     },
                     indent=2,
                 )
@@ -271,6 +269,33 @@ def evaluate_checkpoint(cfg) -> dict | None:
         return result
     finally:
         rt.teardown()
+
+
+def _model_config(cfg, state: dict):
+    """The checkpoint's model config (model_from_checkpoint=true, a training checkpoint), else cfg.model; warns
+    for each model value of this command that the checkpoint's config overrides."""
+    from omegaconf import OmegaConf
+
+    from .config import flatten
+    from .model import ModelConfig
+
+    saved = state.get("config")
+    if not (cfg.model_from_checkpoint and isinstance(saved, dict) and "model" in saved):
+        return cfg.model
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"]))
+    asked, used = flatten(to_dict_model(cfg.model)), flatten(to_dict_model(model_cfg))
+    ignored = [f"model.{k}={asked[k]!r} (the checkpoint has {used.get(k)!r})" for k in asked if asked[k] != used.get(k)]
+    if ignored:
+        log.warning("evaluating %s with the model config it was trained with, not with: %s (set "
+                    "model_from_checkpoint=false to build the configured model instead)", cfg.checkpoint,
+                    "; ".join(ignored[:8]) + (" ..." if len(ignored) > 8 else ""))
+    return model_cfg
+
+
+def to_dict_model(model_cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True)
 
 
 def _bank(cfg, model, max_words: int, world: int, rank: int) -> DataLoader:

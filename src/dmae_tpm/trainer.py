@@ -17,12 +17,13 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed
 from . import runtime as rt
-from .config import RunConfig, to_dict
+from .config import RunConfig, config_changes, to_dict
 from .data import loaders
 from .evaluate import evaluate_model
 from .metrics import format_table, metric_score
 from .model import DMAETPM, build_model
 from .optim import build_optimizer, build_scheduler
+from .run_lock import RunFolderInUseError, RunLock
 from .run_log import RunLog, attach_file_log, detach
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,19 @@ class NonFiniteLossError(RuntimeError):
     """Raised on every rank when the loss of a step is NaN or infinite."""
 
 
+class NonFiniteStateError(RuntimeError):
+    """Raised on every rank instead of writing a checkpoint whose weights or optimiser state are NaN or infinite."""
+
+
+class ResumeConfigError(RuntimeError):
+    """Raised when the checkpoint to resume was trained under a config that differs in what shapes training."""
+
+
 class TooManyBadVideosError(RuntimeError):
     """Raised when more than data.max_bad_fraction of the videos tried failed to decode."""
+
+
+FRESH_START = "start a fresh run under a new name= (or resume=none in a new run_dir=)"
 
 
 @dataclass
@@ -60,6 +72,14 @@ def bad_video_budget_exceeded(failed: int, tried: int, limit: float, min_tried: 
     return tried >= min_tried and failed > limit * tried
 
 
+def non_finite_tensors(tree, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a nested dict/list that hold a NaN or an infinity."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix] if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return [name for key, value in items for name in non_finite_tensors(value, f"{prefix}{'.' if prefix else ''}{key}")]
+
+
 def _all_reduce(values: list[float], device, op="sum") -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if distributed.world_size() > 1:
@@ -72,6 +92,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, runtime: rt.Runtime):
         self.cfg, self.rt = cfg, runtime
         self.run_dir = Path(cfg.run_dir)
+        found = self._find_checkpoint()  # before the datasets are built: a refused resume fails in seconds
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
         loaders.prepare(cfg.data, self.model.backbone.image_size, cfg.model.max_frames)
@@ -89,7 +110,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
         self.progress = Progress()
-        self._resume()
+        self._resume(found)
         if not self._resumed:  # per-rank streams from here on (a resumed run restores its saved ones)
             rt.seed_everything(cfg.seed + 7919 * runtime.rank)
         self.ddp = (
@@ -132,14 +153,41 @@ class Trainer:
             "world_size": self.rt.world,
         }
 
-    def _resume(self) -> None:
-        self._resumed = False
+    def _find_checkpoint(self) -> tuple[Path, dict] | None:
+        """The checkpoint `resume` names (auto: the newest valid one in run_dir), checked against this config."""
         resume = self.cfg.resume
-        path = checkpoint.latest(self.run_dir) if resume == "auto" else (None if resume == "none" else Path(resume))
-        if path is None:
+        if resume == "none":
+            return None
+        if resume == "auto":
+            found = checkpoint.load_latest_valid(self.run_dir)
+        else:
+            found = Path(resume), checkpoint.load(resume)
+        if found is not None:
+            self._check_config(*found)
+        return found
+
+    def _check_config(self, path: Path, state: dict) -> None:
+        """Refuse to continue a checkpoint under settings that change training: a new lr would keep the saved
+        schedule, a new batch size would skip data and shorten the run, a finished run would silently re-evaluate."""
+        saved = state.get("config")
+        if not isinstance(saved, dict):
             return
-        state = checkpoint.load(path)
-        self.model.load_state_dict(state["model"])
+        blocking, free = config_changes(saved, to_dict(self.cfg))
+        if blocking:
+            raise ResumeConfigError(
+                f"resume={self.cfg.resume} found {str(path)!r}, trained under another config: "
+                f"{'; '.join(blocking)}. Continuing it would mix two configs in one run -- to train with the new "
+                f"values {FRESH_START}; to continue this run, drop those overrides"
+            )
+        if free:
+            log.info("resuming %s with changes that leave training as it was: %s", path, "; ".join(free))
+
+    def _resume(self, found: tuple[Path, dict] | None) -> None:
+        self._resumed = found is not None
+        if found is None:
+            return
+        path, state = found
+        checkpoint.load_weights(self.model, state, path, f"this run folder holds another model's run: {FRESH_START}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -156,8 +204,10 @@ class Trainer:
                 self.rt.world,
                 state["world_size"],
             )
-        self._resumed = True
         log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
+        if self.progress.step >= self.total_steps:
+            log.info("the run is complete (step %d of %d): evaluating its final weights only", self.progress.step,
+                     self.total_steps)
 
     def _restore_best(self) -> None:
         """best.json may be newer than the step checkpoint resumed from (the evaluation that set it runs after the
@@ -188,6 +238,7 @@ class Trainer:
         log.info("new best %s = %.2f at step %d: %s", key, value, self.progress.step, path)
 
     def save(self) -> None:
+        self._check_finite()
         if self.rt.is_main:
             path = self.run_dir / "checkpoints" / f"step_{self.progress.step:08d}.pt"
             checkpoint.save_atomic(self.state(), path)
@@ -195,6 +246,19 @@ class Trainer:
             log.info("saved %s", path)
         if self.rt.world > 1:
             torch.distributed.barrier()
+
+    def _check_finite(self) -> None:
+        """A checkpoint of NaN weights would poison every resume: refuse to write one, on every rank."""
+        bad = non_finite_tensors({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+        if _all_reduce([float(len(bad))], self.rt.device, "max")[0] == 0:
+            return
+        last = checkpoint.latest(self.run_dir)
+        kept = f"the last checkpoint on disk, {str(last)!r}, is intact" if last else "no checkpoint was written"
+        raise NonFiniteStateError(
+            f"the weights or optimiser state are non-finite after step {self.progress.step} (epoch "
+            f"{self.progress.epoch}): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; not saved, and {kept}. "
+            f"Lower optim.lr (or use trainer.precision=fp32) and {FRESH_START}"
+        )
 
     # ----- one step -----
 
@@ -213,8 +277,9 @@ class Trainer:
         if _all_reduce([0.0 if torch.isfinite(loss).item() else 1.0], self.rt.device, "max")[0] > 0:
             terms = {k: float(v.detach()) for k, v in out.items()}
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.progress.step} (epoch {self.progress.epoch}): "
-                f"{terms}; lower optim.lr, check the data, or use trainer.precision=fp32"
+                f"non-finite loss at step {self.progress.step} (epoch {self.progress.epoch}): {terms}. "
+                "resume=auto would replay this batch from the last checkpoint: lower optim.lr, check the data "
+                f"or use trainer.precision=fp32, and {FRESH_START}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -292,11 +357,12 @@ class Trainer:
             disable=not (self.rt.is_main and cfg.trainer.progress),
             dynamic_ncols=True,
         )
-        t_last, wait, failed = time.perf_counter(), 0.0, 0
+        t_last, wait, failed, tried = time.perf_counter(), 0.0, 0, 0
         t_fetch = time.perf_counter()
         for raw in loader:
             wait += time.perf_counter() - t_fetch
-            failed += int(raw["n_failed"].sum())
+            failed += int(raw["n_failed"].sum())  # each failure was replaced by another video: both were tried
+            tried += len(raw["n_failed"]) + int(raw["n_failed"].sum())
             terms = self.step(self._batch(raw))
             p.step += 1
             p.batch_in_epoch += 1
@@ -304,14 +370,17 @@ class Trainer:
             if p.step % cfg.trainer.log_every == 0 or p.step == self.total_steps:
                 now = time.perf_counter()
                 self._log(terms, now - t_last, wait, bar)
-                self._check_bad_videos(failed, cfg.trainer.log_every * cfg.data.batch_size // self.rt.world + failed)
-                t_last, wait, failed = now, 0.0, 0
+                self._check_bad_videos(failed, tried)
+                t_last, wait, failed, tried = now, 0.0, 0, 0
             if cfg.trainer.checkpoint_every and p.step % cfg.trainer.checkpoint_every == 0:
+                self._check_bad_videos(failed, tried)  # the checkpoint's counts include every batch before it
+                failed = tried = 0
                 self.save()
             if p.step >= self.total_steps or (stop_after and p.step - start_step >= stop_after):
                 break
             t_fetch = time.perf_counter()
         bar.close()
+        self._check_bad_videos(failed, tried)  # the batches after the epoch's last logging step count too
         if stop_after and p.step - start_step >= stop_after and p.step < self.total_steps:
             self.save()
             log.info("stopping after %d steps as trainer.stop_after_steps asks; resume=auto continues", stop_after)
@@ -344,13 +413,32 @@ class Trainer:
 def train(cfg: RunConfig) -> dict:
     """Train (and evaluate) as configured; returns {"metrics": ..., "step": ...} on rank 0."""
     runtime = rt.setup(cfg.trainer)
-    handler = attach_file_log(Path(cfg.run_dir), "train") if runtime.is_main else None
-    trainer = None
+    lock, handler, trainer = None, None, None
     try:
+        lock = claim_run_folder(Path(cfg.run_dir), runtime)
+        handler = attach_file_log(Path(cfg.run_dir), "train") if runtime.is_main else None
         trainer = Trainer(cfg, runtime)
         return trainer.fit()
     finally:
         if trainer is not None:
             trainer.log.close()
         detach(handler)
+        if lock is not None:
+            lock.release()
         rt.teardown()
+
+
+def claim_run_folder(run_dir: Path, runtime: rt.Runtime) -> RunLock | None:
+    """Rank 0 locks the run folder and clears what killed saves left there; every rank raises if it could not,
+    so a refused DDP job ends at once instead of waiting for rank 0 at the first collective."""
+    lock, error = None, None
+    if runtime.is_main:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunFolderInUseError as err:
+            error = err
+    if _all_reduce([1.0 if error else 0.0], runtime.device, "max")[0] > 0:
+        raise error or RunFolderInUseError(f"rank 0 could not lock the run folder {str(run_dir)!r}; see its log")
+    if lock is not None and (removed := checkpoint.remove_orphans(run_dir)):
+        log.info("removed %d temporary file(s) that interrupted saves left in %s", removed, run_dir / "checkpoints")
+    return lock
