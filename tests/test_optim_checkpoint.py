@@ -96,6 +96,38 @@ def test_save_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_disk_full_names_the_checkpoint_path(tmp_path, monkeypatch):
+    """Issue 11 item 13: ENOSPC during a save used to surface as torch's error without the file."""
+    import errno
+
+    def full(obj, handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"step_00000002\.pt.*No space left.*df -h") as info:
+        checkpoint.save_atomic({"x": 1}, tmp_path / "step_00000002.pt")
+    assert info.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+def test_digest_beside_each_checkpoint_catches_a_flipped_byte_and_goes_with_prune(tmp_path):
+    import hashlib
+
+    run = tmp_path / "run"
+    for step in (1, 2, 3):
+        path = checkpoint.save_atomic({"w": torch.randn(64)}, run / "checkpoints" / f"step_{step:08d}.pt")
+    digest = (run / "checkpoints" / "step_00000003.pt.sha256").read_text().split()[0]
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()  # the bytes torch.save wrote, in order
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 1  # inside the zip's tensor data: torch.load alone does not notice
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["w"].shape == (64,)
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="step_00000003.pt.*sha256"):
+        checkpoint.load(path)
+    assert checkpoint.load_latest_valid(run)[0].name == "step_00000002.pt"
+    checkpoint.prune(run, keep=1)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000003.pt", "step_00000003.pt.sha256"]
+
+
 def test_corrupt_checkpoint_names_the_file(tmp_path):
     bad = tmp_path / "step_00000001.pt"
     bad.write_bytes(b"not a checkpoint")
