@@ -131,6 +131,29 @@ def test_msrvtt_train_and_test(tmp_path):
     assert (val.split, val.video_ids, val.captions) == ("val", test.video_ids, test.captions)
 
 
+def test_msrvtt_duplicate_test_rows_are_dropped_with_warning(tmp_path, caplog):
+    # 1k-A is one caption per video: 7 rows over 6 videos must give 6 queries, not a 7th that shifts every rank.
+    root = write_msrvtt(tmp_path)
+    rows = [f"ret{i},msr{i},video{i},caption {i}" for i in range(6)] + ["ret6,msr3,video3,a second caption"]
+    (root / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="dmae_tpm.data.annotations"):
+        test = read_msrvtt(root, "test")
+    assert test.num_videos == 6 and test.num_captions == 6
+    assert test.captions_of(3) == ["caption 3"]  # the first row is kept
+    assert "MSRVTT_JSFUSION_test.csv" in caplog.text and "'video3' (line 8)" in caplog.text
+
+
+def test_msrvtt_duplicate_sentence_ids_are_dropped_with_warning(tmp_path, caplog):
+    root = write_msrvtt(tmp_path)
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["sentences"].append({"caption": "a man sings", "video_id": "video0", "sen_id": 5})  # listed twice
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="dmae_tpm.data.annotations"):
+        train = read_msrvtt(root, "train")
+    assert train.captions == ["the dog is fast", "a dog runs", "someone plays guitar", "a man sings"]
+    assert "sen_id 5 of video0 (sentences[5], first at sentences[0])" in caplog.text
+
+
 def test_msrvtt_custom_file_names(tmp_path):
     root = write_msrvtt(tmp_path)
     (root / "MSRVTT_train.7k.csv").write_text("video_id\nvideo0\n")

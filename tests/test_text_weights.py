@@ -176,7 +176,8 @@ def test_cache_computes_once_then_reads_disk(tmp_path, tokenizer, monkeypatch):
     assert set(first) == {("A", 0), ("A", 1), ("B", 0)}
     assert first[("A", 0)][0].shape == (12,)
     files = os.listdir(tmp_path)
-    assert len(files) == 1 and files[0].endswith(".pt")  # no tmp file left behind
+    assert len(files) == 2 and not any(f.endswith(".tmp") for f in files)  # no tmp file left behind
+    assert {os.path.splitext(f)[1] for f in files} == {".pt", ".sha256"}  # the cache and its digest
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed although cached")

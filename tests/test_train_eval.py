@@ -328,3 +328,25 @@ def test_a_checkpoint_of_another_model_is_a_short_error_and_eval_records_what_ra
     written = json.loads((tmp_path / "e2" / "eval_results.json").read_text())
     assert written["config"]["model"]["tpm"]["enabled"] is True  # what ran, not what was asked
     assert any("model.tpm.enabled=False" in r.getMessage() for r in caplog.records)
+
+
+def test_a_missing_test_video_fails_at_start_up_unless_skipping_is_asked_for(tmp_path_factory, tmp_path, caplog):
+    """Issue 11 item 11: a missing test video used to surface only at the first evaluation, after training."""
+    from dmae_tpm.data.synthetic import SyntheticConfig, generate
+    from dmae_tpm.data.video import VideoDecodeError
+
+    bench = tmp_path_factory.mktemp("synthetic_missing_test")
+    generate(SyntheticConfig(**TINY), bench)
+    test_id = (bench / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()[1].split(",")[2]
+    (bench / "videos" / f"{test_id}.mp4").unlink()
+    cfg = make_cfg(bench, tmp_path / "missing", "data.frame_cache=null", "trainer.epochs=1")
+    cfg.data.synthetic = None
+    with pytest.raises(VideoDecodeError, match=f"1 of .* test videos cannot be read.*{test_id}: no file"):
+        train(cfg)
+    assert not checkpoint.steps(tmp_path / "missing")  # refused before any step
+    cfg = make_cfg(bench, tmp_path / "skipping", "data.frame_cache=null", "trainer.epochs=1",
+                   "data.eval_skip_bad_videos=true")
+    cfg.data.synthetic = None
+    with caplog.at_level("WARNING"):
+        out = train(cfg)
+    assert out["step"] == 2 and "drops them and their captions" in caplog.text

@@ -97,8 +97,9 @@ class Trainer:
         self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
         loaders.prepare(cfg.data, self.model.backbone.image_size, cfg.model.max_frames)
         m = cfg.model
-        self.train_set = loaders.train_dataset(cfg.data, self.model.backbone, m.max_words, m.max_frames, cfg.seed)
+        # The test split first: its start-up check of the test videos then fails before the train captions' weights.
         self.split, captions, videos = loaders.eval_datasets(cfg.data, self.model.backbone, m.max_words, m.max_frames)
+        self.train_set = loaders.train_dataset(cfg.data, self.model.backbone, m.max_words, m.max_frames, cfg.seed)
         w, r = runtime.world, runtime.rank
         self.eval_loaders = loaders.eval_loaders(cfg.data, captions, videos, w, r)
         self.bank_loader = self._bank_loader() if cfg.eval.postprocess == "qbnorm" else None

@@ -188,6 +188,10 @@ def _dedupe(path: Path, entries: Iterable[tuple[str, str]]) -> list[str]:
     return list(ids)
 
 
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:_MAX_IDS_IN_WARNING]) + (", ..." if len(items) > _MAX_IDS_IN_WARNING else "")
+
+
 def _warn_dropped(path: Path, dropped: list[str], source: Path) -> None:
     if dropped:
         log.warning(
@@ -295,6 +299,8 @@ def _msrvtt_sentences(json_path: Path, video_ids: list[str], csv_name: str) -> l
         )
     wanted = set(video_ids)
     found: dict[str, list[tuple[Any, int, str]]] = {}
+    seen: dict[tuple[str, Any], int] = {}
+    repeats: list[str] = []
     for i, s in enumerate(sentences):
         if not isinstance(s, dict) or not all(k in s for k in ("caption", "video_id", "sen_id")):
             raise AnnotationError(
@@ -310,7 +316,15 @@ def _msrvtt_sentences(json_path: Path, video_ids: list[str], csv_name: str) -> l
                 f"{json_path}: empty or non-string caption at sentences[{i}] (video {vid}, sen_id {s['sen_id']}); "
                 f"fix or delete that entry"
             )
+        if (vid, s["sen_id"]) in seen:  # one sentence listed twice would count as two captions of the video
+            first = seen[vid, s["sen_id"]]
+            repeats.append(f"sen_id {s['sen_id']!r} of {vid} (sentences[{i}], first at sentences[{first}])")
+            continue
+        seen[vid, s["sen_id"]] = i
         found.setdefault(vid, []).append((s["sen_id"], i, caption.strip()))
+    if repeats:
+        log.warning("%s: %d duplicate sen_id(s) ignored (first entry kept): %s", json_path, len(repeats),
+                    _listed(repeats))
     per_video = []
     for vid in video_ids:
         if vid not in found:
@@ -332,6 +346,7 @@ def _msrvtt_test_pairs(csv_path: Path) -> dict[str, list[str]]:
     """video id -> its captions, in file order, from the 1k-A test CSV."""
     rows = _read_csv(csv_path, ["video_id", "sentence"], "the MSR-VTT 1k-A test pairs (columns video_id, sentence)")
     per_video_map: dict[str, list[str]] = {}
+    repeats: list[str] = []
     for line, row in rows:
         vid = (row.get("video_id") or "").strip()
         sentence = (row.get("sentence") or "").strip()
@@ -341,7 +356,13 @@ def _msrvtt_test_pairs(csv_path: Path) -> dict[str, list[str]]:
             raise AnnotationError(
                 f"{csv_path}: empty sentence at line {line} (video {vid}); fill in or delete that row ({_README})"
             )
-        per_video_map.setdefault(vid, []).append(sentence)
+        if vid in per_video_map:  # 1k-A is one caption per video: a second row would add a query and skew ranks
+            repeats.append(f"{vid!r} (line {line})")
+            continue
+        per_video_map[vid] = [sentence]
+    if repeats:
+        log.warning("%s: %d duplicate video id(s) ignored (first row kept; the 1k-A protocol has one caption per "
+                    "video): %s", csv_path, len(repeats), _listed(repeats))
     if not per_video_map:
         raise AnnotationError(f"{csv_path}: no rows at line 2; use the CSV from msrvtt_data.zip ({_README})")
     return per_video_map

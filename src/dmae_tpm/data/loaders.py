@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from .annotations import RetrievalSplit, read_split, video_path_index
 from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
 from .frame_cache import build_frame_cache
 from .text_weights import TextWeightCache, TextWeightsConfig
-from .video import FrameSamplingConfig
+from .video import FrameSamplingConfig, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,46 @@ def eval_datasets(
     cfg: DataConfig, backbone: CLIPDualEncoder, max_words: int, max_frames: int
 ) -> tuple[RetrievalSplit, CaptionDataset, VideoDataset]:
     split = read(cfg, cfg.test_split)
+    source = video_source(cfg, split, backbone, max_frames)
+    check_test_videos(cfg, split, source)  # before the text weights and any training: fail in seconds
     captions = CaptionDataset(text_table(cfg, split, backbone, max_words, queries=True))
-    videos = VideoDataset(split.video_ids, video_source(cfg, split, backbone, max_frames), cfg.eval_skip_bad_videos)
+    videos = VideoDataset(split.video_ids, source, cfg.eval_skip_bad_videos)
     return split, captions, videos
+
+
+def unusable_videos(split: RetrievalSplit, source: VideoSource) -> dict[str, str]:
+    """video id -> why it cannot be read, for the test videos neither the frame cache nor a readable, non-empty file
+    provides. Cheap (no decoding): a file that is there but does not decode still fails, or is skipped, later."""
+    bad = {}
+    for vid in split.video_ids:
+        if source.cache is not None and vid in source.cache:
+            continue
+        path = source.paths.get(vid)
+        if path is None:
+            bad[vid] = "no file"
+        elif not os.access(path, os.R_OK):
+            bad[vid] = f"{path} is not readable (permissions: chmod a+r)"
+        elif os.path.getsize(path) == 0:
+            bad[vid] = f"{path} is empty (re-download it)"
+    return bad
+
+
+def check_test_videos(cfg: DataConfig, split: RetrievalSplit, source: VideoSource) -> None:
+    """A test video that is missing would fail the evaluation at the end of a long run, or with
+    data.eval_skip_bad_videos=true silently shrink the benchmark: refuse at start-up, or warn what will be dropped."""
+    bad = unusable_videos(split, source)
+    if not bad:
+        return
+    listed = "; ".join(f"{vid}: {why}" for vid, why in list(bad.items())[:5]) + ("; ..." if len(bad) > 5 else "")
+    what = f"{cfg.name}/{split.split}: {len(bad)} of {split.num_videos} test videos cannot be read under {cfg.videos}"
+    if cfg.eval_skip_bad_videos:
+        log.warning("%s (%s); data.eval_skip_bad_videos=true drops them and their captions from every evaluation, "
+                    "so the figures are not the full protocol", what, listed)
+        return
+    raise VideoDecodeError(
+        f"{what} ({listed}). Fetch them (scripts/check_dataset.py lists all), point data.videos at the right folder, "
+        f"or set data.eval_skip_bad_videos=true to evaluate without them (reported in the results)"
+    )
 
 
 def per_rank_batch(cfg: DataConfig, world: int) -> int:
