@@ -13,18 +13,28 @@ W, H, FPS = 64, 48, 10
 
 
 def write_video(path: Path, frames, fps: int = FPS, codec: str = "libx264", options: dict | None = None,
-                faststart: bool = False) -> Path:
-    """Encode RGB uint8 frames (H, W, 3) into `path` with PyAV, yuv420p, at `fps`."""
+                faststart: bool = False, times_ms: list[int] | None = None) -> Path:
+    """Encode RGB uint8 frames (h, w, 3) (W x H unless the frames say otherwise) into `path` with PyAV, yuv420p, at
+    `fps`, or, given `times_ms`, frame i shown at times_ms[i] milliseconds (a variable frame rate)."""
+    from fractions import Fraction
+
     import av
 
+    frames = list(frames)
+    height, width = frames[0].shape[:2] if frames else (H, W)
     path.parent.mkdir(parents=True, exist_ok=True)
     container = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {})
     stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.options = options or {}
+    if times_ms is not None:
+        stream.codec_context.time_base = Fraction(1, 1000)
     container.start_encoding()  # writes the header even when there are no frames (the empty-video tests)
-    for image in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+    for i, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if times_ms is not None:
+            frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+        for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import shutil
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -17,8 +20,11 @@ from dmae_tpm.data.video import (
     FrameSamplingConfig,
     VideoDecodeError,
     frame_transform,
+    is_variable_rate,
     read_frames,
+    resize_crop,
     sample_indices,
+    sample_indices_by_time,
 )
 
 needs_video = pytest.mark.skipif(
@@ -236,3 +242,109 @@ def test_reader_reporting_zero_frames(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(VideoReader=_Reader, cpu=lambda i: None)
     monkeypatch.setitem(sys.modules, "decord", fake)
     assert "zero" in str(_check_error(path))
+
+
+# ---------------------------------------------------------------- messages that say what is wrong (issue 11 item 13)
+
+
+@needs_video
+def test_permission_denied_is_named_not_called_corrupt(tmp_path):
+    path = _write_video(tmp_path / "locked.mp4", num_frames=5)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: check as an unprivileged user in a child process
+        if not hasattr(os, "fork"):
+            pytest.skip("needs an unprivileged user")
+        folder = Path(tempfile.mkdtemp(dir="/tmp"))
+        folder.chmod(0o755)
+        path = Path(shutil.move(path, folder / "locked.mp4"))
+        read_as_nobody = os.fork()
+        if read_as_nobody == 0:  # the child: exit 0 only when the message is the one wanted
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                read_frames(path, FrameSamplingConfig(), resize_crop(8))
+            except VideoDecodeError as err:
+                code = 0 if "permission denied" in str(err) and "chmod a+r" in str(err) else 2
+            finally:
+                os._exit(code)
+        assert os.waitpid(read_as_nobody, 0)[1] == 0
+        shutil.rmtree(folder)
+        return
+    err = _check_error(path)
+    assert "permission denied" in str(err) and "corrupt" not in str(err)
+
+
+@needs_video
+def test_audio_only_file_says_it_has_no_video_stream(tmp_path):
+    import av
+
+    path = tmp_path / "audio.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("aac", rate=16000)
+    for i in range(10):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, i * 1024
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    err = _check_error(path)
+    assert "no video stream" in str(err) and "corrupt" not in str(err)
+
+
+@needs_video
+@pytest.mark.parametrize("width", [16, 24, 48, 72])
+def test_narrow_widths_decord_cannot_copy_are_named_with_a_re_encode(tmp_path, width):
+    frames = [np.full((32, width, 3), 40 * i, np.uint8) for i in range(5)]
+    path = write_video(tmp_path / f"w{width}.mp4", frames)
+    err = _check_error(path)
+    assert "decord 0.6.0 cannot copy frames of this width" in str(err) and "scale=128:-2" in str(err)
+    assert "corrupt" not in str(err)
+
+
+@needs_video
+def test_widths_decord_handles_still_decode(tmp_path):  # the measured condition above is not over-broad
+    for width in (32, 40, 64, 96):
+        frames = [np.full((32, width, 3), 40 * i, np.uint8) for i in range(5)]
+        _, mask = read_frames(write_video(tmp_path / f"w{width}.mp4", frames), FrameSamplingConfig(), resize_crop(8))
+        assert mask.sum() == 1  # 5 frames at 10 fps: one second, one sample
+
+
+# ---------------------------------------------------------------- variable frame rate
+
+
+def test_variable_rate_detection():
+    assert not is_variable_rate([0.0, 0.04, 0.08, 0.12, 0.16])
+    assert not is_variable_rate([0.0, 0.0417, 0.0833, 0.125, 0.1667])  # 24 fps, rounded by the container
+    assert is_variable_rate([0.0, 0.1, 0.2, 0.3, 1.3, 2.3])
+    assert not is_variable_rate([0.0, 5.0])  # too few frames to tell
+
+
+def test_sample_indices_by_time_takes_the_frame_shown_at_each_second():
+    times = [i / 10 for i in range(10)] + [1.0 + i for i in range(10)]  # 10 fps for 1 s, then 1 fps: 20 frames
+    # naive loop: for t = 0, 1, 2, ... the last frame whose start time <= t
+    expected = [max(i for i, s in enumerate(times) if s <= t + 1e-9) for t in range(11)]
+    assert expected == [0, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    assert sample_indices_by_time(times, FrameSamplingConfig(fps=1.0, max_frames=64)) == expected
+    thinned = sample_indices_by_time(times, FrameSamplingConfig(fps=1.0, max_frames=3))
+    assert thinned == [expected[p] for p in np.round(np.linspace(0, 10, 3)).astype(int)]
+    shifted = [t + 0.5 for t in times]  # times counted from the first frame
+    assert sample_indices_by_time(shifted, FrameSamplingConfig(fps=1.0, max_frames=64)) == expected
+    cfr = [i / 25 for i in range(750)]  # where the rate is constant both rules agree
+    assert sample_indices_by_time(cfr, FrameSamplingConfig()) == sample_indices(750, 25.0, FrameSamplingConfig())
+
+
+@needs_video
+def test_read_frames_samples_a_variable_rate_video_by_timestamps(tmp_path):
+    """10 fps for a second, then 1 fps for ten: the average (2.4 fps) put the 1 fps samples in the first seconds."""
+    times_ms = [100 * i for i in range(10)] + [1000 + 1000 * i for i in range(10)]
+    frames = [np.full((H, W, 3), _colour(i), np.uint8) for i in range(20)]
+    path = write_video(tmp_path / "vfr.mp4", frames, options={"crf": "1"}, times_ms=times_ms)
+    got, mask = read_frames(path, FrameSamplingConfig(fps=1.0, max_frames=64), frame_transform(8, MEAN, STD))
+    colours = _unnormalise(got[mask])  # (T, 3)
+    expected = [0, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    assert len(colours) == len(expected)
+    for colour, index in zip(colours, expected, strict=True):
+        assert torch.allclose(colour, torch.tensor(_colour(index), dtype=torch.float32), atol=6)

@@ -10,6 +10,7 @@ decord is imported lazily inside `read_frames`, so this module imports on machin
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,12 @@ __all__ = [
     "normalizer",
     "read_frames",
     "resize_crop",
+    "is_variable_rate",
     "sample_indices",
+    "sample_indices_by_time",
 ]
+
+log = logging.getLogger(__name__)
 
 FrameTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -100,6 +105,35 @@ def sample_indices(num_frames: int, native_fps: float, cfg: FrameSamplingConfig)
         index = math.floor(k * step + 1e-6)
         if index >= num_frames:
             break
+        if not indices or index != indices[-1]:
+            indices.append(index)
+        k += 1
+    return _uniform(indices, cfg.max_frames)
+
+
+def is_variable_rate(timestamps: Sequence[float], tolerance: float = 0.25) -> bool:
+    """True when the frames' presentation times (seconds, ascending) are not evenly spaced: some interval differs
+    from the median one by more than `tolerance` of it. Container rounding of a constant rate stays far below."""
+    if len(timestamps) < 3:
+        return False
+    intervals = np.diff(np.asarray(timestamps, dtype=np.float64))
+    median = float(np.median(intervals))
+    return median <= 0 or float(np.max(np.abs(intervals - median))) > tolerance * median
+
+
+def sample_indices_by_time(timestamps: Sequence[float], cfg: FrameSamplingConfig) -> list[int]:
+    """`sample_indices` for a variable-frame-rate video: the k-th sample is the frame shown at time ``k / cfg.fps``
+    after the first frame (the last frame starting at or before it), as long as that time is within the video;
+    then the same uniform thinning to ``cfg.max_frames``. On a constant-rate video this picks what `sample_indices`
+    does up to timestamp rounding, but `read_frames` uses it only where the rate varies, so those stay identical."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    if times.ndim != 1 or len(times) < 1:
+        raise ValueError(f"timestamps must be a non-empty 1-d sequence, got shape {times.shape}")
+    times = times - times[0]
+    indices: list[int] = []
+    k = 0
+    while k / cfg.fps <= times[-1] + 1e-6:
+        index = int(np.searchsorted(times, k / cfg.fps + 1e-6, side="right")) - 1
         if not indices or index != indices[-1]:
             indices.append(index)
         k += 1
@@ -187,30 +221,26 @@ def read_frames(
         )
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"video file {str(path)!r} is empty (0 bytes); re-download or re-extract it")
+    _check_readable(path)
     decord = _import_decord()
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         num_frames = len(reader)
         native_fps = reader.get_avg_fps()
     except Exception as err:  # decord raises DECORDError / RuntimeError with ffmpeg text
-        raise VideoDecodeError(
-            f"cannot open video {str(path)!r} with decord ({type(err).__name__}: {_short(err)}); the file is "
-            "unreadable, corrupt or truncated -- re-download it, or re-encode it "
-            "(e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)"
-        ) from err
+        raise VideoDecodeError(f"cannot open video {str(path)!r} with decord ({_diagnose(err, 'open')}") from err
     if num_frames < 1:
         raise VideoDecodeError(
             f"video {str(path)!r} has zero decodable frames; the file is empty or broken -- re-download or "
             "re-encode it, or drop it from the split"
         )
-    indices = sample_indices(num_frames, native_fps, cfg)
     try:
+        indices = _sample(reader, num_frames, native_fps, cfg)
         batch = reader.get_batch(indices).asnumpy()
     except Exception as err:
         raise VideoDecodeError(
-            f"cannot decode frames {indices} of video {str(path)!r} ({num_frames} frames, {native_fps} fps) with "
-            f"decord ({type(err).__name__}: {_short(err)}); the file is probably corrupt or truncated -- re-download "
-            "or re-encode it"
+            f"cannot decode frames of video {str(path)!r} ({num_frames} frames, {native_fps} fps) with decord "
+            f"({_diagnose(err, 'decode')}"
         ) from err
     finally:
         del reader
@@ -225,6 +255,49 @@ def read_frames(
     mask = torch.zeros(cfg.max_frames, dtype=torch.bool)
     mask[: out.shape[0]] = True
     return frames, mask
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as err:  # decord would report it as an unreadable container
+        raise VideoDecodeError(
+            f"video file {str(path)!r} cannot be read: permission denied; give this user read access "
+            f"(chmod a+r {str(path)!r}) or copy the dataset somewhere it owns"
+        ) from err
+
+
+def _sample(reader, num_frames: int, native_fps: float, cfg: FrameSamplingConfig) -> list[int]:
+    """By frame index at the average rate (`sample_indices`), or by presentation time when the rate varies: the
+    average of a video that is 10 fps for a second and 1 fps for nine would put the "1 fps" samples 2.4 frames
+    apart, bunched in its first seconds. The timestamps come from the container index (no decoding)."""
+    if num_frames >= 3:
+        timestamps = reader.get_frame_timestamp(range(num_frames))[:, 0]  # (F,) start times, seconds
+        if is_variable_rate(timestamps):
+            log.debug("variable frame rate: sampling by timestamps (%d frames, %.3g fps on average)",
+                      num_frames, native_fps)
+            return sample_indices_by_time(timestamps, cfg)
+    return sample_indices(num_frames, native_fps, cfg)
+
+
+# decord 0.6.0 copies frames of some widths with a padded row stride and then fails a size check. Measured on
+# H.264 yuv420p files written with PyAV (heights 32 and 48): widths 8, 12, 16, 24, 48 and 72 px fail, every other
+# even width from 8 to 198 px and every multiple of 8 up to 320 px decodes (tests/test_video.py holds the case).
+_DECORD_WIDTH_BUG = "DECORDArrayCopyFromTo: The size must exactly match"
+
+
+def _diagnose(err: BaseException, stage: str) -> str:
+    """The error's text and what it means: the end of a parenthesis and the advice of a `read_frames` message."""
+    text = f"{type(err).__name__}: {_short(err)})"
+    if _DECORD_WIDTH_BUG in str(err):
+        return (f"{text}; the video is valid but decord 0.6.0 cannot copy frames of this width (it fails on widths "
+                "8, 12, 16, 24, 48 and 72 px) -- re-encode it wider, e.g. ffmpeg -i in.mp4 -vf scale=128:-2 out.mp4")
+    if "cannot find video stream" in str(err):
+        return (f"{text}; the file has no video stream (audio only?) -- fetch the video itself, or drop the id from "
+                "the split")
+    what = "unreadable, corrupt or truncated" if stage == "open" else "probably corrupt or truncated"
+    return f"{text}; the file is {what} -- re-download it, or re-encode it (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)"
 
 
 def _short(err: BaseException, limit: int = 300) -> str:
