@@ -294,6 +294,19 @@ def test_train_loader_shards_and_resume(msrvtt, train_ds):
         loaders.train_loader(msrvtt, train_ds, world=3, rank=0, seed=0)
 
 
+def test_seeds_do_not_replay_each_others_epochs(msrvtt, train_ds):
+    """Issue 12: with DistributedSampler's seed + epoch, seed 1's epoch e was seed 2's epoch e - 1."""
+    def order(seed, epoch):
+        loader = loaders.train_loader(msrvtt, train_ds, world=1, rank=0, seed=seed, epoch=epoch)
+        return [i for b in loader for i in b["caption_index"].tolist()]
+
+    orders = {(seed, epoch): order(seed, epoch) for seed in (1, 2, 3) for epoch in range(3)}
+    distinct = {tuple(o) for o in orders.values()}
+    assert len(distinct) == len(orders)  # 9 (seed, epoch) pairs, 9 orders of 16 captions
+    assert orders[1, 1] == order(1, 1)  # and each is a function of its pair (exact resume)
+    assert len({loaders.epoch_seed(s, e) for s in range(50) for e in range(50)}) == 2500
+
+
 def test_text_table_algorithm1_weights(train_ds, backbone):
     text = train_ds.text
     assert text.w_pos.shape == (16, L) and text.w_freq.shape == (16, L)

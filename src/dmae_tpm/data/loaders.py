@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -201,13 +202,22 @@ class _Resume(torch.utils.data.Sampler):
         return max(0, len(self.sampler) - self.skip)
 
 
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 63-bit seed for one epoch of one run, a hash of (seed, epoch, stream): distinct pairs never share an order
+    (as seed + epoch would), and the same pair always gives the same one (exact resume)."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def train_loader(
     cfg: DataConfig, dataset: PairDataset, world: int, rank: int, seed: int, epoch: int = 0, skip_batches: int = 0
 ) -> DataLoader:
     """One epoch of training batches. Every rank gets the same number of full batches (drop_last), so the
     gathered global batch is exact; the order depends only on (seed, epoch), so resuming reproduces it."""
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    sampler.set_epoch(epoch)
+    # DistributedSampler shuffles with seed + epoch: seed 1's epoch 1 would replay seed 2's epoch 0. One seed per
+    # (seed, epoch) pair instead, and set_epoch left at 0.
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=epoch_seed(seed, epoch), drop_last=True
+    )
     dataset.set_epoch(epoch)
     batch = per_rank_batch(cfg, world)
     if len(sampler) < batch:
@@ -216,7 +226,7 @@ def train_loader(
             f"{cfg.batch_size}; lower data.batch_size"
         )
     # A private generator: creating the iterator must not consume the global RNG (exact resume).
-    generator = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, stream=1))
     return DataLoader(
         dataset,
         batch_size=batch,
