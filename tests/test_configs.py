@@ -76,7 +76,7 @@ def test_composes_validates_and_builds(runs, experiment):
     assert run.name == (experiment or "default")
     assert run.run_dir == f"outputs/{run.name}"
     if run.model.backbone.name == "dmae-tiny":  # the demo: build the whole model, it is small
-        model = build_model(run.model)
+        model = build_model(run.model, load_pretrained=False)  # its pre-training: tests/test_clip_pretraining.py
         assert model.tpm is not None or not run.model.tpm.enabled
     else:
         _check_builds(run)

@@ -190,6 +190,24 @@ def test_rebuild_same_settings_is_cached_other_settings_raise(cache_dir, videos,
         build_frame_cache(cache_dir, ids[:3], videos, SAMPLING, SIZE, workers=0)
 
 
+def test_a_cache_of_replaced_video_files_is_refused_or_rebuilt(tmp_path):
+    """Issue 12: a regenerated dataset reuses ids (video0 is another video), and a cache built from the old files
+    kept serving their frames. The cache records each file's size and mtime and is rebuilt when they changed."""
+    path = write_gradient_video(tmp_path / "v" / "video0.mp4", 20, seed=0)
+    out = tmp_path / "cache"
+    build_frame_cache(out, ["video0"], {"video0": path}, SAMPLING, SIZE, workers=0)
+    old = FrameCache(out, SAMPLING, SIZE).get("video0")[0].clone()
+    write_gradient_video(path, 30, seed=5)  # the same id, another video
+    with pytest.raises(FrameCacheError, match="video files"):
+        build_frame_cache(out, ["video0"], {"video0": path}, SAMPLING, SIZE, workers=0)
+    summary = build_frame_cache(out, ["video0"], {"video0": path}, SAMPLING, SIZE, workers=0, replace=True)
+    assert summary["cached"] is False
+    new = FrameCache(out, SAMPLING, SIZE).get("video0")
+    assert new[1].sum() == 3 and not torch.equal(new[0], old)
+    frames, _ = read_frames(path, SAMPLING, resize_crop(SIZE))
+    assert torch.equal(new[0], frames)
+
+
 # ---------------------------------------------------------------- CLI
 
 

@@ -47,6 +47,8 @@ def make_cfg(bench: Path, run_dir: Path, *overrides: str):
                 "data.num_workers=0",
                 "model.max_words=16",
                 "model.max_frames=4",
+                "model.backbone.pretrain=null",  # the towers from scratch: no pre-training in every test
+                "optim.lr_clip=1e-3",
                 "trainer.wandb=disabled",
                 "trainer.progress=false",
                 "trainer.log_every=1",

@@ -12,6 +12,7 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -37,6 +38,8 @@ class BackboneConfig:
 
     name: str = "ViT-B-32"  # any open_clip model name (see open_clip.list_models()) or "dmae-tiny"
     pretrained: str | None = None  # None: random init; an open_clip tag ("openai"); or a checkpoint file
+    # Or the CLIP pre-trained on the synthetic world (clip_pretraining.PretrainConfig fields), built when absent.
+    pretrain: dict[str, Any] | None = None
     grad_checkpointing: bool = False  # activation checkpointing of both towers
     word_mask_specials: bool = True  # t_mask covers [BOS] and [EOS] too, as DRL and the authors count them (D1)
 
@@ -350,12 +353,17 @@ def build_backbone(cfg: BackboneConfig, load_weights: bool = True) -> CLIPDualEn
     `load_weights=False` builds the architecture those weights need (QuickGELU, pixel statistics) with random
     weights and loads nothing: for a checkpoint that holds every weight.
     """
+    from .clip_pretraining import weights_path  # it builds backbones itself
+
     register_model_configs()
     name = _resolve_name(cfg.name)
-    clip = _create_clip(name, cfg.pretrained, load_weights)
+    weights = weights_path(cfg)
+    if weights is not None and not load_weights:
+        weights = cfg.pretrained  # the architecture only: a pre-training checkpoint is a plain state_dict
+    clip = _create_clip(name, weights, load_weights)
     if cfg.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return CLIPDualEncoder(
         clip, _tokenizer(name), model_name=name, word_mask_specials=cfg.word_mask_specials,
-        pretrained_loaded=load_weights and cfg.pretrained is not None,
+        pretrained_loaded=load_weights and weights is not None,
     )

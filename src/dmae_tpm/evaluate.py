@@ -188,7 +188,8 @@ def _metrics(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
 
 
 def _metrics_fp32(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
-    """Ranks and recalls of the float32 (C, V) matrix; each direction also reports its tied queries."""
+    """Ranks and recalls of the float32 (C, V) matrix; each direction also reports its tied queries and its
+    per-query ranks ("ranks", which the trainer keeps out of metrics.jsonl: eval_ranks.json)."""
     dropped = int((~ok).sum())
     if dropped:  # only with data.eval_skip_bad_videos=true: drop those videos and their captions
         keep_rows = ok[caption_video]
@@ -196,8 +197,8 @@ def _metrics_fp32(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
         sim, caption_video = sim[keep_rows][:, ok], new_index[caption_video[keep_rows]]
         bank_sim = bank_sim[:, ok] if bank_sim is not None else None
     mats = postprocess(sim, cfg, bank_sim)
-    t2v = retrieval_metrics(mats["t2v"], caption_video, v2t_mode=cfg.v2t_mode)["t2v"]
-    v2t = retrieval_metrics(mats["v2t"], caption_video, v2t_mode=cfg.v2t_mode)["v2t"]
+    t2v = retrieval_metrics(mats["t2v"], caption_video, v2t_mode=cfg.v2t_mode, keep_ranks=True)["t2v"]
+    v2t = retrieval_metrics(mats["v2t"], caption_video, v2t_mode=cfg.v2t_mode, keep_ranks=True)["v2t"]
     return {
         "t2v": t2v,
         "v2t": v2t,
@@ -248,6 +249,7 @@ def evaluate_checkpoint(cfg) -> dict | None:
             bank = _bank(cfg, model, model_cfg.max_words, w, r)
         result = evaluate_model(model, eval_loaders, torch.tensor(split.caption_video), runtime, cfg.eval, bank)
         if runtime.is_main:
+            ranks = {d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]}
             title = f"{cfg.data.name} {split.split}: {cfg.checkpoint}"
             print(format_table(result, title=title))
             out = Path(cfg.run_dir) / "eval_results.json"
@@ -259,6 +261,7 @@ def evaluate_checkpoint(cfg) -> dict | None:
                         "data": cfg.data.name,
                         "split": split.split,
                         "results": result,
+                        "ranks": ranks,  # per query, 1 = best: what a bootstrap over queries resamples
                         # what ran: the model is the checkpoint's when model_from_checkpoint took it from there
                         "config": {**to_dict(cfg), "model": to_dict_model(model_cfg)},
                     },

@@ -138,7 +138,9 @@ def _group_max(sim: torch.Tensor, caption_video: torch.Tensor, n_videos: int) ->
     return init.scatter_reduce(0, index, sim, reduce="amax")  # (V groups, V videos)
 
 
-def retrieval_metrics(sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: str = "group_max") -> dict:
+def retrieval_metrics(
+    sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: str = "group_max", keep_ranks: bool = False
+) -> dict:
     """Text-to-video and video-to-text metrics from a caption x video score matrix.
 
     sim (C, V), caption_video (C,) long: the video of each caption; every video needs at least one caption.
@@ -152,7 +154,8 @@ def retrieval_metrics(sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: 
 
     Both modes give the same R@1 (a group beats the best correct caption iff one of its captions does), and
     both reduce to ranking the transpose when every video has exactly one caption.
-    Returns {"t2v": recall_metrics + tied, "v2t": recall_metrics + tied, "rsum_total": t2v rsum + v2t rsum}.
+    Returns {"t2v": recall_metrics + tied, "v2t": recall_metrics + tied, "rsum_total": t2v rsum + v2t rsum};
+    `keep_ranks` adds each direction's per-query ranks (1 = best) as a list under "ranks" (for bootstrap intervals).
     ``tied`` counts the queries of that direction whose correct candidate ties (exact equality) with a wrong one,
     over the candidates the ranks use: videos for t2v; for v2t the caption groups' max scores (``group_max``, a
     tie between the own group's max and another group's) or the captions (``any_caption``, the best correct
@@ -181,6 +184,8 @@ def retrieval_metrics(sim: torch.Tensor, caption_video: torch.Tensor, v2t_mode: 
         "v2t": {**recall_metrics(v2t[0]), "tied": int(v2t[1].sum())},
     }
     out["rsum_total"] = out["t2v"]["rsum"] + out["v2t"]["rsum"]
+    if keep_ranks:
+        out["t2v"]["ranks"], out["v2t"]["ranks"] = t2v[0].tolist(), v2t[0].tolist()
     return out
 
 

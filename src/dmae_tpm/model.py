@@ -12,6 +12,7 @@ from torch import nn
 
 from .backbone import BackboneConfig, CLIPDualEncoder, build_backbone
 from .checks import at_least
+from .diagnostics import batch_diagnostics
 from .dmae import Similarity, SimilarityConfig, TextInput
 from .features import TextFeatures, VideoFeatures
 from .objective import LossConfig, build_contrastive_loss, total_objective
@@ -93,6 +94,7 @@ class DMAETPM(nn.Module):
         tpm = self.tpm(text, video, v_h, self.temporal, self.pair_score) if self.tpm is not None else None
         out = total_objective(contrastive, tpm, self.cfg.loss.tpm_weight)
         out["logit_scale"] = self.logit_scale().detach()
+        out.update(batch_diagnostics(self.cfg.similarity, text_in, v_h, video.frame_mask, sim, batch.get("ignore")))
         return out
 
 

@@ -52,6 +52,11 @@ class TPMConfig:
             raise ValueError(f"tpm.text_global_norm must be t_g, none or both, got {self.text_global_norm!r}")
 
 
+def inside_margin(full: torch.Tensor, partial: torch.Tensor, margin: float) -> torch.Tensor:
+    """The fraction of pairs whose Eq. 17 hinge is active (partial - full + delta > 0): a diagnostic."""
+    return (partial - full + margin > 0).float().mean().detach()
+
+
 def triplet_partial_margin(full: torch.Tensor, partial: torch.Tensor, margin: float) -> torch.Tensor:
     """max(0, S_partial - S_full + delta), averaged over pairs: the full pair must beat the partial one by
     delta. Eq. 17 as typeset has the operands swapped; this is its stated intent and the authors' code
@@ -117,4 +122,8 @@ class TPMCL(nn.Module):
             # what the text predictor learned: its largest weight, and the weight the partial text keeps (D25)
             "top_text_weight": p["w_t"].detach().amax(-1).mean(),
             "kept_text_weight": (p["w_t"].detach() * p["b_t"]).sum(-1).mean(),
+            # the pairs each triplet term still pushes on (a term at 0 has every pair past the margin)
+            "inside_margin1": inside_margin(s_cls_full, s_cls_part, d),
+            "inside_margin2": inside_margin(s_g_full, s_g_vpart, d),
+            "inside_margin3": inside_margin(s_g_full, s_gp_full, d),
         }

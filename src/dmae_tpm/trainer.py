@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import checkpoint, distributed
+from . import checkpoint, clip_pretraining, distributed
 from . import runtime as rt
 from .config import RunConfig, config_changes, to_dict
 from .data import loaders
@@ -93,6 +95,7 @@ class Trainer:
         self.cfg, self.rt = cfg, runtime
         self.run_dir = Path(cfg.run_dir)
         found = self._find_checkpoint()  # before the datasets are built: a refused resume fails in seconds
+        clip_pretraining.prepare(cfg.model.backbone)  # the synthetic CLIP checkpoint, when configured and absent
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
         loaders.prepare(cfg.data, self.model.backbone.image_size, cfg.model.max_frames)
@@ -318,6 +321,7 @@ class Trainer:
             self.bank_loader,
         )
         if self.rt.is_main:
+            self._write_ranks({d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]})
             log.info(
                 "evaluation at step %d (%s %s):\n%s",
                 self.progress.step,
@@ -328,6 +332,13 @@ class Trainer:
             self.log.write({"eval": result, "epoch": self.progress.epoch}, self.progress.step)
         self._select_best(result)
         return result
+
+    def _write_ranks(self, ranks: dict) -> None:
+        """The newest evaluation's per-query ranks (a study's bootstrap over queries reads the final one)."""
+        path = self.run_dir / "eval_ranks.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"step": self.progress.step, "epoch": self.progress.epoch, **ranks}) + "\n")
+        os.replace(tmp, path)
 
     def fit(self) -> dict:
         cfg, p = self.cfg, self.progress

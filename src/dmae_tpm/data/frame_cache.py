@@ -15,6 +15,7 @@ same input size; the dataset normalises with its backbone's mean / std. A ViT-B/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,21 +71,29 @@ def build_frame_cache(
     sampling: FrameSamplingConfig,
     image_size: tuple[int, int],
     workers: int = 4,
+    replace: bool = False,
 ) -> dict:
     """Decode every video of `video_ids` (files from `paths`; absent ids count as failures) into `out_dir`.
 
-    Returns a summary: videos, failed, bytes. An existing complete cache with the same settings and ids is kept.
+    Returns a summary: videos, failed, bytes. An existing complete cache with the same settings, ids and video files
+    (their sizes and modification times) is kept. One built otherwise is an error, or with `replace` rebuilt: a
+    regenerated dataset reuses ids like video0 for other videos, so a cache of the old files would serve wrong frames.
     """
     out_dir = Path(out_dir)
     image_size = (int(image_size[0]), int(image_size[1]))
+    sources = source_digest(video_ids, paths)
     if (out_dir / META).exists():
         meta = json.loads((out_dir / META).read_text())
-        if _settings(meta) == _settings(_meta(video_ids, sampling, image_size, [])):
+        current = _settings(meta) == _settings(_meta(video_ids, sampling, image_size, []))
+        if current and meta.get("sources", sources) == sources:  # caches of before the digest: settings only
             return {"videos": len(video_ids), "failed": meta["num_frames"].count(0), "cached": True}
-        raise FrameCacheError(
-            f"{out_dir} holds a frame cache built with other settings or videos; delete it or "
-            "choose another data.frame_cache folder"
-        )
+        if not replace:
+            raise FrameCacheError(
+                f"{out_dir} holds a frame cache built with other settings, videos or video files; delete it or "
+                "choose another data.frame_cache folder"
+            )
+        log.warning("frame cache %s was built from other settings, videos or files: rebuilding it", out_dir)
+        shutil.rmtree(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp-"))
     try:
@@ -95,7 +104,7 @@ def build_frame_cache(
         if store is not None:
             store.flush()
             del store
-        meta = _meta(video_ids, sampling, image_size, num_frames, errors)
+        meta = _meta(video_ids, sampling, image_size, num_frames, errors) | {"sources": sources}
         (tmp / META).write_text(json.dumps(meta))
         os.replace(tmp, out_dir)
     except BaseException:
@@ -110,6 +119,17 @@ def build_frame_cache(
             len(video_ids),
         )
     return {"videos": len(video_ids), "failed": failed, "bytes": (out_dir / FRAMES).stat().st_size, "cached": False}
+
+
+def source_digest(video_ids: Sequence[str], paths: Mapping[str, Path]) -> str:
+    """sha256 over each video's file name, size and modification time, in row order: which files a cache holds."""
+    sha = hashlib.sha256()
+    for v in video_ids:
+        path = paths.get(v)
+        stat = path.stat() if path is not None and path.is_file() else None
+        sha.update(json.dumps([v, None if path is None else path.name,
+                               None if stat is None else [stat.st_size, stat.st_mtime_ns]]).encode())
+    return sha.hexdigest()
 
 
 def _fill(store, video_ids, paths, sampling, image_size, workers) -> tuple[list[int], dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,12 +59,11 @@ def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> No
 
             summary = generate(SyntheticConfig(**cfg.synthetic), cfg.annotations)
             log.info("synthetic benchmark at %s: %s", cfg.annotations, summary)
-        if cfg.frame_cache and cfg.build_frame_cache and not (Path(cfg.frame_cache) / "meta.json").exists():
+        if cfg.frame_cache and cfg.build_frame_cache:  # built when absent, rebuilt when its videos changed
             ids = list(dict.fromkeys(v for s in (cfg.train_split, cfg.test_split) for v in read(cfg, s).video_ids))
             sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
-            summary = build_frame_cache(
-                cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling, image_size, cfg.num_workers
-            )
+            summary = build_frame_cache(cfg.frame_cache, ids, video_path_index(cfg.videos, ids), sampling,
+                                        image_size, cfg.num_workers, replace=True)
             log.info("frame cache at %s: %s", cfg.frame_cache, summary)
     distributed.barrier()
 
