@@ -9,7 +9,6 @@ one resumes. See dmae_tpm/study.py for the file format and the statistics.
 """
 
 import argparse
-import subprocess
 from pathlib import Path
 
 from dmae_tpm import study
@@ -28,8 +27,7 @@ def main() -> None:
         study.run_zero_shot(spec, args.root, args.quick)
         study.run(spec, args.root, args.quick)
     out = args.out or Path("docs") / ("study-quick.md" if args.quick else "study.md")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    text = study.report(spec, args.root, args.quick, out.with_suffix(".png"), commit or "unknown")
+    text = study.report(spec, args.root, args.quick, out.with_suffix(".png"), study.git_commit())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)

@@ -112,7 +112,7 @@ def test_a_real_study_resumes_after_an_interruption(bench, tmp_path, capfd):
     assert len(ranks["t2v"]) == 6 and agg["experiments"]["base"]["R@1"].values == [
         study.metric(np.asarray(ranks["t2v"]), "R@1")]
     text = study.report(spec, tmp_path, False, None, "abc123")
-    assert "Commit `abc123`, seeds [1]" in text
+    assert "report written at `abc123`; seeds [1]" in text and "| full | " in text and "hard neg. / caption" in text
     spec.experiments["full"] = ["trainer.log_every=3"]  # the study changed under a finished run: refuse, say why
     with pytest.raises(ValueError, match="delete that folder"):
         study.run(spec, tmp_path)

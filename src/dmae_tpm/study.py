@@ -68,6 +68,7 @@ class Study:
     quick_seeds: list[int] | None = None
     quick_overrides: list[str] = field(default_factory=list)
     quick_experiments: list[str] | None = None  # --quick runs only these (the baseline always)
+    notes: str = ""  # markdown appended to the report: what the figures were found to show
 
     def chosen(self, quick: bool) -> dict[str, list[str]]:
         """The experiments a (quick) study runs, with their overrides."""
@@ -107,7 +108,7 @@ def load_study(path: str | Path) -> Study:
         raise ValueError(f"{path}: quick.experiments names unknown experiments {unknown}")
     return Study(str(data["name"]), str(data["baseline"]), [int(s) for s in data["seeds"]], experiments, tables,
                  [str(o) for o in data.get("overrides", [])], quick.get("seeds"),
-                 [str(o) for o in quick.get("overrides", [])], quick.get("experiments"))
+                 [str(o) for o in quick.get("overrides", [])], quick.get("experiments"), str(data.get("notes", "")))
 
 
 # ----- running ------------------------------------------------------------------------------------------------------
@@ -135,7 +136,20 @@ def run(study: Study, root: Path, quick: bool = False, python: str = sys.executa
         print(f"{experiment} seed {seed}: dmae-train {' '.join(args)}", flush=True)
         start = time.time()
         subprocess.run([python, "-m", "dmae_tpm.train", *args], check=True)
-        record.write_text(json.dumps({"args": args, "seconds": round(time.time() - start, 1)}) + "\n")
+        record.write_text(json.dumps({"args": args, "seconds": round(time.time() - start, 1),
+                                      "commit": git_commit()}) + "\n")
+
+
+def git_commit() -> str:
+    """The checkout's commit (short), with "+changes" when the tracked files differ from it; "unknown" outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode:
+        return "unknown"
+    dirty = git("diff", "--quiet", "HEAD", "--", ".").returncode
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def run_zero_shot(study: Study, root: Path, quick: bool = False, python: str = sys.executable) -> Path:
@@ -303,17 +317,56 @@ def plot(study: Study, summary: dict[str, dict[str, Summary]], out: Path, column
     diffs = [summary[e][column].diff for e in names]
     low = [d - summary[e][column].diff_interval[0] for e, d in zip(names, diffs, strict=True)]
     high = [summary[e][column].diff_interval[1] - d for e, d in zip(names, diffs, strict=True)]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.4))
     ax.errorbar(diffs, range(len(names)), xerr=[low, high], fmt="o", capsize=3)
     ax.axvline(0.0, color="gray", lw=1)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlabel(f"t2v {column} minus {study.baseline} (points; 95% bootstrap interval over seeds and queries)")
+    ax.set_xlabel(f"t2v {column} minus {study.baseline}, points\n(mean over seeds, 95% bootstrap interval over "
+                  "seeds and test queries)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return True
+
+
+# What each component did in training (dmae_tpm/diagnostics.py, tpm_cl.py): logged per step, summarised per run.
+DIAGNOSTICS = (
+    ("diag/hard_negatives_per_caption", "hard neg. / caption"), ("diag/ta_entropy", "TA entropy"),
+    ("diag/va_off_diagonal", "VA off-diag."), ("tpm/masked_text_frac", "masked text"),
+    ("tpm/masked_video_frac", "masked video"), ("tpm/trpl1", "trpl1"), ("tpm/trpl2", "trpl2"),
+    ("tpm/trpl3", "trpl3"), ("tpm/inside_margin1", "in margin 1"), ("tpm/inside_margin2", "in margin 2"),
+    ("tpm/inside_margin3", "in margin 3"),
+)
+
+
+def logged_terms(folder: Path) -> dict[str, tuple[float, float]]:
+    """Each diagnostic's mean over the first and over the last tenth of a run's logged training steps."""
+    path = folder / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    out = {}
+    for key, _ in DIAGNOSTICS:
+        values = [r[key] for r in records if key in r]
+        if values:
+            tenth = max(1, len(values) // 10)
+            out[key] = (statistics.mean(values[:tenth]), statistics.mean(values[-tenth:]))
+    return out
+
+
+def diagnostics_lines(root: Path, name: str, experiments: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    """One row per experiment: each diagnostic's first-tenth -> last-tenth value, averaged over the seeds."""
+    head = [label for _, label in DIAGNOSTICS]
+    lines = ["| experiment | " + " | ".join(head) + " |", "|" + " --- |" * (len(head) + 1)]
+    for e in experiments:
+        per_seed = [logged_terms(run_dir(root, name, e, s)) for s in seeds]
+        cells = []
+        for key, _ in DIAGNOSTICS:
+            got = [t[key] for t in per_seed if key in t]
+            cells.append(f"{statistics.mean(a for a, _ in got):.2f} → {statistics.mean(b for _, b in got):.2f}"
+                         if got else "")
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report(study: Study, root: Path, quick: bool, plot_path: Path | None, commit: str) -> str:
@@ -324,8 +377,10 @@ def report(study: Study, root: Path, quick: bool, plot_path: Path | None, commit
     runs = [json.loads((run_dir(root, name, e, s) / RUN_RECORD).read_text())
             for e in summary for s in agg["seeds"]]
     minutes = sum(r.get("seconds", 0.0) for r in runs) / 60.0
+    trained = ", ".join(f"`{c}`" for c in sorted({r.get("commit", "unrecorded") for r in runs}))
     lines = [f"# Study `{study.name}`{' (quick)' if quick else ''}", "",
-             f"Commit `{commit}`, seeds {agg['seeds']}, {len(runs)} runs, {minutes:.0f} min of training and "
+             f"Runs trained at commit {trained}, report written at `{commit}`; seeds {agg['seeds']}, {len(runs)} "
+             f"runs, {minutes:.0f} min of training and "
              f"evaluation in all. Text-to-video on the synthetic test split: mean ± SD over seeds, [95% interval]; "
              f"differences are from `{study.baseline}` on the same seeds, with a 95% percentile bootstrap interval "
              f"resampling seeds and test queries together (MdR: no interval). Regenerate: "
@@ -344,4 +399,11 @@ def report(study: Study, root: Path, quick: bool, plot_path: Path | None, commit
         lines += [*table_lines(study, table, summary), ""]
     if plot_path is not None and plot(study, summary, plot_path):
         lines += [f"![t2v R@1 minus {study.baseline}]({plot_path.name})", ""]
+    lines += ["**What the components did in training** (first tenth → last tenth of the logged steps, mean over "
+              "seeds): Eq. 5's hard negatives per caption in the batch (xi = 0, whatever the loss); Textual "
+              "Attention's entropy over log(words) (1 = uniform); the share of Visual Attention's mixing on other "
+              "frames; TPM-CL's masked fractions, its three triplet terms and the fraction of pairs still inside "
+              "each margin.", "", *diagnostics_lines(root, name, list(summary), agg["seeds"]), ""]
+    if study.notes and not quick:  # they describe the full study's figures
+        lines += [study.notes.strip(), ""]
     return "\n".join(lines)
