@@ -49,3 +49,20 @@ def test_hard_negatives_are_eq5_counted_for_any_loss():
     ignore[0, 1] = ignore[1, 0] = True
     masked = batch_diagnostics(cfg, text, torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.bool), sim, ignore)
     assert masked["diag/hard_negatives_per_caption"] == 0
+
+
+def test_same_family_hard_negatives_by_hand():
+    from dmae_tpm.trainer import same_family_mask
+
+    families = torch.tensor([0, 0, 1, 1, 2])  # video -> family
+    video_index = torch.tensor([0, 1, 2, 0])  # the batch: video 0 twice (same video: not a family pair)
+    same = same_family_mask(video_index, families)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 1] = expected[1, 0] = expected[1, 3] = expected[3, 1] = True  # videos 0 and 1
+    assert torch.equal(same, expected)
+    sim = torch.tensor([[0.9, 0.95, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.9]])
+    text = TextInput(torch.zeros(4, 4), torch.zeros(4, 2, 4), torch.ones(4, 2, dtype=torch.bool))
+    cfg = SimilarityConfig(textual_attention=False, visual_attention=False)
+    out = batch_diagnostics(cfg, text, torch.zeros(4, 2, 4), torch.ones(4, 2, dtype=torch.bool), sim, None, same)
+    assert out["diag/same_family_per_caption"] == torch.tensor(4 / 4)
+    assert out["diag/hard_same_family_per_caption"] == torch.tensor(2 / 4)  # (0, 1) and (1, 0) are hard

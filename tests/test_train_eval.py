@@ -72,6 +72,7 @@ def test_train_then_eval_checkpoint_end_to_end(bench, tmp_path):
         assert m["rsum"] == pytest.approx(m["R@1"] + m["R@5"] + m["R@10"])
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3, 4]
+    assert all("diag/hard_same_family_per_caption" in x for x in lines if "loss" in x)  # synthetic: families known
     assert any("eval" in x for x in lines)
     assert (tmp_path / "run" / "train.log").exists()
 

@@ -3,7 +3,8 @@
 `batch_diagnostics` reads what the training step already computed and adds no gradient: how spread Textual
 Attention's weights are over a caption's words (entropy over log of the word count: 1 is uniform, 0 one word), how
 much of Visual Attention's mixing goes to other frames than the frame itself, and how many of the batch's pairs
-NegNCE counts as hard negatives. TPM-CL logs its own (masked fractions, triplet terms, pairs inside the margin).
+NegNCE counts as hard negatives (on the synthetic benchmark also how many of those are family near-duplicates).
+TPM-CL logs its own (masked fractions, triplet terms, pairs inside the margin).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ def va_off_diagonal(w_va: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def batch_diagnostics(cfg: SimilarityConfig, text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor,
-                      sim: torch.Tensor, ignore: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                      sim: torch.Tensor, ignore: torch.Tensor | None,
+                      same_family: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-step diagnostics of the local batch (text, v_h, frame_mask) and the global similarity matrix `sim`.
-    Hard negatives are Eq. 5's set (xi = 0) whatever the loss, so the baseline's batches are measured too."""
+    Hard negatives are Eq. 5's set (xi = 0) whatever the loss, so the baseline's batches are measured too;
+    `same_family` (B, B), where known (the synthetic benchmark), counts those that are near-duplicates."""
     out = {}
     if cfg.textual_attention and text.w_pos is not None and text.w_freq is not None:
         out["diag/ta_entropy"] = ta_entropy(textual_attention(text.w_pos, text.w_freq, text.t_mask), text.t_mask)
@@ -53,6 +56,9 @@ def batch_diagnostics(cfg: SimilarityConfig, text: TextInput, v_h: torch.Tensor,
         hard = hard_negative_mask(sim.detach(), 0.0, ignore)  # (B, B)
         out["diag/hard_negatives_per_caption"] = hard.sum() / b
         out["diag/hard_negative_frac"] = hard.sum() / (b * (b - 1))
+        if same_family is not None:
+            out["diag/same_family_per_caption"] = same_family.sum() / b
+            out["diag/hard_same_family_per_caption"] = (hard & same_family).sum() / b
     return out
 
 

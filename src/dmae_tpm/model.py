@@ -94,7 +94,8 @@ class DMAETPM(nn.Module):
         tpm = self.tpm(text, video, v_h, self.temporal, self.pair_score) if self.tpm is not None else None
         out = total_objective(contrastive, tpm, self.cfg.loss.tpm_weight)
         out["logit_scale"] = self.logit_scale().detach()
-        out.update(batch_diagnostics(self.cfg.similarity, text_in, v_h, video.frame_mask, sim, batch.get("ignore")))
+        out.update(batch_diagnostics(self.cfg.similarity, text_in, v_h, video.frame_mask, sim, batch.get("ignore"),
+                                     batch.get("same_family")))
         return out
 
 

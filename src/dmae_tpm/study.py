@@ -141,14 +141,16 @@ def run(study: Study, root: Path, quick: bool = False, python: str = sys.executa
 
 
 def git_commit() -> str:
-    """The checkout's commit (short), with "+changes" when the tracked files differ from it; "unknown" outside git."""
+    """The checkout's commit (short), with "+changes" when its code or configs (src, configs, scripts) differ from
+    it; "unknown" outside git."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
 
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode:
         return "unknown"
-    dirty = git("diff", "--quiet", "HEAD", "--", ".").returncode
+    root = git("rev-parse", "--show-toplevel").stdout.strip()
+    dirty = git("-C", root, "diff", "--quiet", "HEAD", "--", "src", "configs", "scripts").returncode
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
@@ -333,7 +335,8 @@ def plot(study: Study, summary: dict[str, dict[str, Summary]], out: Path, column
 
 # What each component did in training (dmae_tpm/diagnostics.py, tpm_cl.py): logged per step, summarised per run.
 DIAGNOSTICS = (
-    ("diag/hard_negatives_per_caption", "hard neg. / caption"), ("diag/ta_entropy", "TA entropy"),
+    ("diag/hard_negatives_per_caption", "hard neg. / caption"),
+    ("diag/hard_same_family_per_caption", "of them same-family"), ("diag/ta_entropy", "TA entropy"),
     ("diag/va_off_diagonal", "VA off-diag."), ("tpm/masked_text_frac", "masked text"),
     ("tpm/masked_video_frac", "masked video"), ("tpm/trpl1", "trpl1"), ("tpm/trpl2", "trpl2"),
     ("tpm/trpl3", "trpl3"), ("tpm/inside_margin1", "in margin 1"), ("tpm/inside_margin2", "in margin 2"),

@@ -68,6 +68,13 @@ def same_video_mask(video_index: torch.Tensor) -> torch.Tensor | None:
     return ignore if ignore.any() else None
 
 
+def same_family_mask(video_index: torch.Tensor, families: torch.Tensor) -> torch.Tensor:
+    """(B_glob, B_glob) True where two distinct videos of the global batch are of one family (synthetic data)."""
+    vid = distributed.gather_no_grad(video_index)  # (B_glob,)
+    fam = families.to(vid.device)[vid]  # (B_glob,)
+    return (fam[:, None] == fam[None, :]) & (vid[:, None] != vid[None, :]) & (fam[:, None] >= 0)
+
+
 def bad_video_budget_exceeded(failed: int, tried: int, limit: float, min_tried: int = 200) -> bool:
     """Stop when more than `limit` of the videos tried failed, judged once `min_tried` videos were tried (a couple
     of failures in the first batches of a large dataset must not stop the run)."""
@@ -107,6 +114,7 @@ class Trainer:
         self.eval_loaders = loaders.eval_loaders(cfg.data, captions, videos, w, r)
         self.bank_loader = self._bank_loader() if cfg.eval.postprocess == "qbnorm" else None
         self.steps_per_epoch = loaders.steps_per_epoch(cfg.data, self.train_set, w)
+        self.families = loaders.video_families(cfg.data, self.train_set.video_ids)  # None unless synthetic
         self.total_steps = cfg.trainer.epochs * self.steps_per_epoch
         if cfg.trainer.max_steps:
             self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
@@ -272,6 +280,8 @@ class Trainer:
             ignore = same_video_mask(batch["video_index"])
             if ignore is not None:
                 batch["ignore"] = ignore
+        if self.families is not None:  # only read by the diagnostics
+            batch["same_family"] = same_family_mask(batch["video_index"], self.families)
         return batch
 
     def step(self, batch: dict) -> dict[str, float]:

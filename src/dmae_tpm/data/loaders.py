@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +119,19 @@ def video_source(cfg: DataConfig, split: RetrievalSplit, backbone: CLIPDualEncod
         )
     sampling = FrameSamplingConfig(fps=cfg.fps, max_frames=max_frames)
     return VideoSource(paths, sampling, backbone.image_size, cfg.frame_cache)
+
+
+def video_families(cfg: DataConfig, video_ids: list[str]) -> torch.Tensor | None:
+    """The synthetic benchmark's family of each video (long (V,)), for the diagnostics' count of hard negatives
+    that are near-duplicates; None for other data."""
+    from .synthetic import META_NAME
+
+    path = Path(cfg.annotations) / META_NAME
+    if not path.is_file():
+        return None
+    family = {v["video_id"]: v["family"] for v in json.loads(path.read_text(encoding="utf-8"))["videos"]}
+    names = {f: i for i, f in enumerate(dict.fromkeys(family.values()))}
+    return torch.tensor([names[family[v]] if v in family else -1 for v in video_ids])
 
 
 def train_dataset(
