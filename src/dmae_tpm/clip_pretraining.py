@@ -33,6 +33,7 @@ from .data.synthetic import SyntheticConfig
 from .data.synthetic_images import image_text_pairs
 from .data.video import resize_crop
 from .metrics import retrieval_metrics
+from .optim import _no_decay, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class PretrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1  # not on biases, norms, embeddings or the logit scale (as CLIP)
-    warmup: int = 100  # linear warm-up steps, then cosine decay to 0
+    warmup: int = 100  # linear warm-up steps, then cosine decay to 0 (optim.lr_factor)
     max_words: int = 32  # caption tokens, [BOS] and [EOS] included
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig fields of the world drawn from
     cache_dir: str = "data/cache/clip_pretrain"
@@ -94,19 +95,8 @@ def prepare(cfg: BackboneConfig) -> None:
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        flat = p.ndim < 2 or "embedding" in name or "logit_scale" in name
-        (no_decay if flat else decay).append(p)
+        (no_decay if _no_decay(name, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _schedule(cfg: PretrainConfig):
-    def factor(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def _stills(cfg: PretrainConfig, backbone: CLIPDualEncoder) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +122,8 @@ def pretrain(cfg: PretrainConfig, backbone_name: str, out: str | Path) -> dict[s
     backbone = build_backbone(BackboneConfig(name=backbone_name))
     pixels, tokens = _stills(cfg, backbone)
     optimizer = torch.optim.AdamW(_param_groups(backbone, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg.steps,
+                                                                                   cfg.warmup / cfg.steps))
     loss_fn, order = ClipLoss(), torch.Generator().manual_seed(cfg.seed)
     losses = []
     for step in range(cfg.steps):
