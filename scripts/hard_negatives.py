@@ -9,13 +9,13 @@ its first and last tenth of training. Prints a markdown table.
 """
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from dmae_tpm.data.synthetic import read_meta
+from dmae_tpm.study import logged_terms
 
 
 def family_pairs(data: Path, batch: int, batches: int, seed: int = 0) -> dict[str, float]:
@@ -36,18 +36,6 @@ def family_pairs(data: Path, batch: int, batches: int, seed: int = 0) -> dict[st
             "same_family_per_caption": 2 * statistics.mean(same_family) / batch}
 
 
-def logged(run: Path, key: str = "diag/hard_negatives_per_caption") -> tuple[float, float] | None:
-    """Mean of `key` over the first and the last tenth of a run's logged steps."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    values = [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
-    if not values:
-        return None
-    tenth = max(1, len(values) // 10)
-    return statistics.mean(values[:tenth]), statistics.mean(values[-tenth:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("data/synthetic"))
@@ -61,7 +49,7 @@ def main() -> None:
     if args.runs:
         print("\n| run | Eq. 5 hard negatives per caption, first tenth | last tenth |\n| --- | --- | --- |")
         for run in args.runs:
-            got = logged(run)
+            got = logged_terms(run).get("diag/hard_negatives_per_caption")
             if got:
                 print(f"| {run} | {got[0]:.2f} | {got[1]:.2f} |")
 

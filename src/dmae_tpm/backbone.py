@@ -358,9 +358,8 @@ def build_backbone(cfg: BackboneConfig, load_weights: bool = True) -> CLIPDualEn
     register_model_configs()
     name = _resolve_name(cfg.name)
     weights = weights_path(cfg)
-    if weights is not None and not load_weights:
-        weights = cfg.pretrained  # the architecture only: a pre-training checkpoint is a plain state_dict
-    clip = _create_clip(name, weights, load_weights)
+    # The architecture only (load_weights=False) comes from `pretrained`: a pre-training checkpoint is a state_dict.
+    clip = _create_clip(name, weights if load_weights else cfg.pretrained, load_weights)
     if cfg.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return CLIPDualEncoder(

@@ -210,6 +210,11 @@ def _metrics_fp32(sim, caption_video, ok, cfg: EvalConfig, bank_sim) -> dict:
     }
 
 
+def pop_ranks(result: dict) -> dict[str, list[int]]:
+    """Take each direction's per-query ranks out of `result` (they stay out of tables and metrics.jsonl)."""
+    return {d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]}
+
+
 def evaluate_checkpoint(cfg) -> dict | None:
     """``dmae-eval``: load ``cfg.checkpoint``, evaluate on ``cfg.data``'s test split, print the table and write
     ``run_dir/eval_results.json``. The model config stored in a training checkpoint is used (so an eval needs no
@@ -249,7 +254,7 @@ def evaluate_checkpoint(cfg) -> dict | None:
             bank = _bank(cfg, model, model_cfg.max_words, w, r)
         result = evaluate_model(model, eval_loaders, torch.tensor(split.caption_video), runtime, cfg.eval, bank)
         if runtime.is_main:
-            ranks = {d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]}
+            ranks = pop_ranks(result)
             title = f"{cfg.data.name} {split.split}: {cfg.checkpoint}"
             print(format_table(result, title=title))
             out = Path(cfg.run_dir) / "eval_results.json"

@@ -21,7 +21,7 @@ from . import checkpoint, clip_pretraining, distributed
 from . import runtime as rt
 from .config import RunConfig, config_changes, to_dict
 from .data import loaders
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, pop_ranks
 from .metrics import format_table, metric_score
 from .model import DMAETPM, build_model
 from .optim import build_optimizer, build_scheduler
@@ -60,17 +60,16 @@ class Progress:
     best_score: float = -math.inf  # trainer.best_metric of checkpoints/best.pt, signed so larger is better
 
 
-def same_video_mask(video_index: torch.Tensor) -> torch.Tensor | None:
-    """(B_glob, B_glob) True where two different captions of the global batch belong to one video (MSVD)."""
-    vid = distributed.gather_no_grad(video_index)  # (B_glob,)
+def same_video_mask(vid: torch.Tensor) -> torch.Tensor | None:
+    """(B_glob, B_glob) True where two different captions of the global batch belong to one video (MSVD).
+    `vid`: the global batch's video indices (`distributed.gather_no_grad` of each rank's)."""
     ignore = vid[:, None] == vid[None, :]
     ignore.fill_diagonal_(False)
     return ignore if ignore.any() else None
 
 
-def same_family_mask(video_index: torch.Tensor, families: torch.Tensor) -> torch.Tensor:
+def same_family_mask(vid: torch.Tensor, families: torch.Tensor) -> torch.Tensor:
     """(B_glob, B_glob) True where two distinct videos of the global batch are of one family (synthetic data)."""
-    vid = distributed.gather_no_grad(video_index)  # (B_glob,)
     fam = families.to(vid.device)[vid]  # (B_glob,)
     return (fam[:, None] == fam[None, :]) & (vid[:, None] != vid[None, :]) & (fam[:, None] >= 0)
 
@@ -276,12 +275,15 @@ class Trainer:
 
     def _batch(self, batch: dict) -> dict:
         batch = {k: v.to(self.rt.device, non_blocking=True) for k, v in batch.items()}
+        if not (self.cfg.data.mask_same_video or self.families is not None):
+            return batch
+        vid = distributed.gather_no_grad(batch["video_index"])  # (B_glob,) once for both masks
         if self.cfg.data.mask_same_video:
-            ignore = same_video_mask(batch["video_index"])
+            ignore = same_video_mask(vid)
             if ignore is not None:
                 batch["ignore"] = ignore
         if self.families is not None:  # only read by the diagnostics
-            batch["same_family"] = same_family_mask(batch["video_index"], self.families)
+            batch["same_family"] = same_family_mask(vid, self.families)
         return batch
 
     def step(self, batch: dict) -> dict[str, float]:
@@ -331,7 +333,7 @@ class Trainer:
             self.bank_loader,
         )
         if self.rt.is_main:
-            self._write_ranks({d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]})
+            self._write_ranks(pop_ranks(result))
             log.info(
                 "evaluation at step %d (%s %s):\n%s",
                 self.progress.step,
