@@ -181,15 +181,17 @@ def evaluate_zero_shot(cfg) -> dict:
         loaders.prepare(cfg.data, backbone.image_size, cfg.model.max_frames)
         split, captions, videos = loaders.eval_datasets(cfg.data, backbone, cfg.model.max_words, cfg.model.max_frames)
         batches = loaders.eval_loaders(cfg.data, captions, videos, 1, 0)
-        on_device = ({k: v.to(runtime.device) for k, v in b.items()} for b in batches["captions"])
-        result = zero_shot(backbone, on_device, ({k: v.to(runtime.device) for k, v in b.items()}
-                                                 for b in batches["videos"]), torch.tensor(split.caption_video))
-        title = f"{cfg.data.name} {split.split}: zero-shot {weights_path(cfg.model.backbone)}"
-        print(format_table(result, title=title))
+
+        def on_device(loader):
+            return ({k: v.to(runtime.device) for k, v in b.items()} for b in loader)
+
+        result = zero_shot(backbone, on_device(batches["captions"]), on_device(batches["videos"]),
+                           torch.tensor(split.caption_video))
+        weights = weights_path(cfg.model.backbone)
+        print(format_table(result, title=f"{cfg.data.name} {split.split}: zero-shot {weights}"))
         out = Path(cfg.run_dir) / "zero_shot_results.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"weights": weights_path(cfg.model.backbone), "results": result,
-                                   "config": to_dict(cfg)}, indent=2) + "\n")
+        out.write_text(json.dumps({"weights": weights, "results": result, "config": to_dict(cfg)}, indent=2) + "\n")
         return result
     finally:
         rt.teardown()

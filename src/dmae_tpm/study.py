@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
+
+from .metrics import recall_metrics
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MeanR", "rsum")  # the paper's table columns (text-to-video)
 LOWER_IS_BETTER = ("MdR", "MeanR")
@@ -179,16 +182,10 @@ def load_ranks(folder: Path) -> dict[str, np.ndarray]:
 
 
 def metric(ranks: np.ndarray, name: str) -> float:
-    """One column of the paper's tables from per-query ranks (1 = best), as `metrics.recall_metrics` computes it."""
-    if name == "rsum":
-        return sum(metric(ranks, k) for k in ("R@1", "R@5", "R@10"))
-    if name.startswith("R@"):
-        return 100.0 * float(np.mean(ranks <= int(name[2:])))
-    if name == "MdR":
-        return float(np.median(ranks))
-    if name == "MeanR":
-        return float(np.mean(ranks))
-    raise ValueError(f"unknown metric {name!r}; one of {COLUMNS}")
+    """One column of the paper's tables from per-query ranks (1 = best): `metrics.recall_metrics`'s."""
+    if name not in COLUMNS:
+        raise ValueError(f"unknown metric {name!r}; one of {COLUMNS}")
+    return recall_metrics(torch.from_numpy(np.asarray(ranks)).long())[name]
 
 
 def _per_query(ranks: np.ndarray, name: str) -> np.ndarray:
