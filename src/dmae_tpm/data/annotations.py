@@ -167,6 +167,10 @@ def _read_id_list(path: Path, what: str) -> list[str]:
     return _dedupe(path, ((f"line {n}", line.strip()) for n, line in enumerate(lines, 1) if line.strip()))
 
 
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:_MAX_IDS_IN_WARNING]) + (", ..." if len(items) > _MAX_IDS_IN_WARNING else "")
+
+
 def _dedupe(path: Path, entries: Iterable[tuple[str, str]]) -> list[str]:
     """Ids in first-appearance order; `entries` are (location, id). Duplicates are dropped with a warning."""
     ids: dict[str, None] = {}
@@ -181,15 +185,11 @@ def _dedupe(path: Path, entries: Iterable[tuple[str, str]]) -> list[str]:
             "%s: %d duplicate video id(s) ignored (first occurrence kept): %s",
             path,
             len(dups),
-            ", ".join(dups[:_MAX_IDS_IN_WARNING]) + (", ..." if len(dups) > _MAX_IDS_IN_WARNING else ""),
+            _listed(dups),
         )
     if not ids:
         raise AnnotationError(f"{path}: lists no video ids at line 1; check that the file is the right one ({_README})")
     return list(ids)
-
-
-def _listed(items: list[str]) -> str:
-    return ", ".join(items[:_MAX_IDS_IN_WARNING]) + (", ..." if len(items) > _MAX_IDS_IN_WARNING else "")
 
 
 def _warn_dropped(path: Path, dropped: list[str], source: Path) -> None:
@@ -199,7 +199,7 @@ def _warn_dropped(path: Path, dropped: list[str], source: Path) -> None:
             path,
             len(dropped),
             source.name,
-            ", ".join(dropped[:_MAX_IDS_IN_WARNING]) + (", ..." if len(dropped) > _MAX_IDS_IN_WARNING else ""),
+            _listed(dropped),
         )
 
 

@@ -26,9 +26,9 @@ __all__ = [
     "VideoDecodeError",
     "frame_transform",
     "normalizer",
+    "is_variable_rate",
     "read_frames",
     "resize_crop",
-    "is_variable_rate",
     "sample_indices",
     "sample_indices_by_time",
 ]
@@ -228,7 +228,10 @@ def read_frames(
         num_frames = len(reader)
         native_fps = reader.get_avg_fps()
     except Exception as err:  # decord raises DECORDError / RuntimeError with ffmpeg text
-        raise VideoDecodeError(f"cannot open video {str(path)!r} with decord ({_diagnose(err, 'open')}") from err
+        raise VideoDecodeError(
+            f"cannot open video {str(path)!r} with decord ({type(err).__name__}: {_short(err)}); "
+            f"{_advice(err, 'open')}"
+        ) from err
     if num_frames < 1:
         raise VideoDecodeError(
             f"video {str(path)!r} has zero decodable frames; the file is empty or broken -- re-download or "
@@ -240,7 +243,7 @@ def read_frames(
     except Exception as err:
         raise VideoDecodeError(
             f"cannot decode frames of video {str(path)!r} ({num_frames} frames, {native_fps} fps) with decord "
-            f"({_diagnose(err, 'decode')}"
+            f"({type(err).__name__}: {_short(err)}); {_advice(err, 'decode')}"
         ) from err
     finally:
         del reader
@@ -271,7 +274,8 @@ def _check_readable(path: Path) -> None:
 def _sample(reader, num_frames: int, native_fps: float, cfg: FrameSamplingConfig) -> list[int]:
     """By frame index at the average rate (`sample_indices`), or by presentation time when the rate varies: the
     average of a video that is 10 fps for a second and 1 fps for nine would put the "1 fps" samples 2.4 frames
-    apart, bunched in its first seconds. The timestamps come from the container index (no decoding)."""
+    apart, bunched in its first seconds. The timestamps come from the container index (no decoding): 0.6-1.5 ms for
+    a 5,400-frame 64 px clip on this project's VM, against about 20 ms to open it and decode 12 frames."""
     if num_frames >= 3:
         timestamps = reader.get_frame_timestamp(range(num_frames))[:, 0]  # (F,) start times, seconds
         if is_variable_rate(timestamps):
@@ -287,17 +291,15 @@ def _sample(reader, num_frames: int, native_fps: float, cfg: FrameSamplingConfig
 _DECORD_WIDTH_BUG = "DECORDArrayCopyFromTo: The size must exactly match"
 
 
-def _diagnose(err: BaseException, stage: str) -> str:
-    """The error's text and what it means: the end of a parenthesis and the advice of a `read_frames` message."""
-    text = f"{type(err).__name__}: {_short(err)})"
+def _advice(err: BaseException, stage: str) -> str:
+    """What a decord error at `stage` ("open" or "decode") means and what to do about it."""
     if _DECORD_WIDTH_BUG in str(err):
-        return (f"{text}; the video is valid but decord 0.6.0 cannot copy frames of this width (it fails on widths "
+        return ("the video is valid but decord 0.6.0 cannot copy frames of this width (it fails on widths "
                 "8, 12, 16, 24, 48 and 72 px) -- re-encode it wider, e.g. ffmpeg -i in.mp4 -vf scale=128:-2 out.mp4")
     if "cannot find video stream" in str(err):
-        return (f"{text}; the file has no video stream (audio only?) -- fetch the video itself, or drop the id from "
-                "the split")
+        return "the file has no video stream (audio only?) -- fetch the video itself, or drop the id from the split"
     what = "unreadable, corrupt or truncated" if stage == "open" else "probably corrupt or truncated"
-    return f"{text}; the file is {what} -- re-download it, or re-encode it (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)"
+    return f"the file is {what} -- re-download it, or re-encode it (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4)"
 
 
 def _short(err: BaseException, limit: int = 300) -> str:
