@@ -73,6 +73,10 @@ class Study:
     quick_experiments: list[str] | None = None  # --quick runs only these (the baseline always)
     notes: str = ""  # markdown appended to the report: what the figures were found to show
 
+    def folder(self, quick: bool) -> str:
+        """The study's folder under the runs' root: a quick study's runs never mix with the full one's."""
+        return f"{self.name}-quick" if quick else self.name
+
     def chosen(self, quick: bool) -> dict[str, list[str]]:
         """The experiments a (quick) study runs, with their overrides."""
         if not (quick and self.quick_experiments):
@@ -123,7 +127,7 @@ def run_dir(root: Path, study: str, experiment: str, seed: int) -> Path:
 
 def run(study: Study, root: Path, quick: bool = False, python: str = sys.executable) -> None:
     """Train every (experiment, seed) not finished yet, one after another; each finished one is recorded."""
-    name = f"{study.name}-quick" if quick else study.name
+    name = study.folder(quick)
     for experiment, seed, overrides in study.runs(quick):
         folder = run_dir(root, name, experiment, seed)
         args = [f"run_dir={folder}", f"name={name}_{experiment}_s{seed}", f"seed={seed}",
@@ -159,7 +163,7 @@ def git_commit() -> str:
 
 def run_zero_shot(study: Study, root: Path, quick: bool = False, python: str = sys.executable) -> Path:
     """The floor: the study's backbone before fine-tuning, on the same test split (skipped when done)."""
-    folder = root / (f"{study.name}-quick" if quick else study.name) / "zero_shot"
+    folder = root / study.folder(quick) / "zero_shot"
     out = folder / "zero_shot_results.json"
     if not out.is_file():
         script = Path(__file__).resolve().parents[2] / "scripts" / "zero_shot.py"
@@ -252,7 +256,7 @@ def summarise(ranks: Sequence[np.ndarray], name: str, base: Sequence[np.ndarray]
 
 def aggregate(study: Study, root: Path, quick: bool = False, direction: str = "t2v") -> dict[str, Any]:
     """{experiment: {column: Summary}} over the seeds on which every experiment finished, and those seeds."""
-    name = f"{study.name}-quick" if quick else study.name
+    name = study.folder(quick)
     seeds = sorted({s for _, s, _ in study.runs(quick)})
     chosen = study.chosen(quick)
     finished = [s for s in seeds if all((run_dir(root, name, e, s) / RUN_RECORD).is_file() for e in chosen)]
@@ -371,7 +375,7 @@ def diagnostics_lines(root: Path, name: str, experiments: Sequence[str], seeds: 
 
 def report(study: Study, root: Path, quick: bool, plot_path: Path | None, commit: str) -> str:
     """docs/study.md: the study's tables, the zero-shot floor, what ran and how long it took."""
-    name = f"{study.name}-quick" if quick else study.name
+    name = study.folder(quick)
     agg = aggregate(study, root, quick)
     summary = agg["experiments"]
     runs = [json.loads((run_dir(root, name, e, s) / RUN_RECORD).read_text())
