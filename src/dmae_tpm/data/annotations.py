@@ -1,4 +1,4 @@
-"""Annotation readers for MSR-VTT, MSVD, DiDeMo and ActivityNet Captions in the CLIP4Clip file layouts.
+"""Annotation readers for MSR-VTT, MSVD, DiDeMo, ActivityNet Captions and LSMDC in the CLIP4Clip file layouts.
 
 The files are the ones CLIP4Clip, TS2-Net, DRL and X-CLIP users already have (see ``data/README.md`` for where to
 get them and where they go). Each reader returns a `RetrievalSplit`: the split's video ids in the order of its list
@@ -12,6 +12,8 @@ Protocols (the ones CLIP4Clip evaluates, Sec. 4.1 of the paper):
 * MSVD: ``{train,val,test}_list.txt`` (1200 / 100 / 670 videos) with every caption of ``raw-captions.pkl``.
 * DiDeMo: video-paragraph retrieval; all descriptions of a video in ``{split}_data.json`` joined into one paragraph.
 * ActivityNet Captions: video-paragraph retrieval on ``train.json`` / ``val_1.json``; "val" and "test" are val_1.
+* LSMDC (LSMDC16): ``LSMDC16_annos_{training,val}.csv`` and the 1000 clips of
+  ``LSMDC16_challenge_1000_publictect.csv`` (test), tab-separated, one sentence per line.
 
 Every problem with a file raises `AnnotationError`, one line: the file, what is wrong, at which entry, what to do.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "find_video",
     "read_activitynet",
     "read_didemo",
+    "read_lsmdc",
     "read_msrvtt",
     "read_msvd",
     "read_split",
@@ -64,7 +67,8 @@ class AnnotationError(ValueError):
 class RetrievalSplit:
     """The videos and captions of one split of a benchmark.
 
-    dataset: "msrvtt" | "msvd" | "didemo" | "activitynet" (or any name, e.g. a synthetic set in MSR-VTT format).
+    dataset: "msrvtt" | "msvd" | "didemo" | "activitynet" | "lsmdc" (or any name, e.g. a synthetic set in MSR-VTT
+    format).
     split: "train" | "val" | "test".
     video_ids: unique ids, in the order of the split's list file.
     captions: every caption of the split (for DiDeMo / ActivityNet: one paragraph per video).
@@ -572,6 +576,95 @@ def read_activitynet(root: str | os.PathLike[str], split: str) -> RetrievalSplit
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# LSMDC
+# --------------------------------------------------------------------------------------------------------------------
+
+_LSMDC_COLUMNS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
+
+
+def read_lsmdc(
+    root: str | os.PathLike[str],
+    split: str,
+    *,
+    train_csv: str = "LSMDC16_annos_training.csv",
+    val_csv: str = "LSMDC16_annos_val.csv",
+    test_csv: str = "LSMDC16_challenge_1000_publictect.csv",
+) -> RetrievalSplit:
+    """LSMDC (LSMDC16, the files CLIP4Clip reads): train `train_csv`, val `val_csv`, test `test_csv`.
+
+    Each file is tab-separated without a header, one line per sentence, six columns: clip_id, start_aligned,
+    end_aligned, start_extracted, end_extracted, sentence (only the first and the last are used; blank lines are
+    skipped). Video ids are the clip ids in order of first appearance (e.g. ``1004_Juno_00.00.30.212-00.00.33.789``;
+    the file is ``<clip id>.avi``, in the original layout inside the movie's folder ``1004_Juno/``).
+
+    train / val: a clip id is not unique there (as CLIP4Clip notes), so every sentence of a clip is one of its
+    captions, in file order; a line repeating an earlier line's clip and sentence is dropped with a warning.
+    test: the 1000 public test clips, one caption each (the protocol has 1000 queries); a repeated clip id is dropped
+    with a warning, the first line kept. The test file name keeps CLIP4Clip's spelling "publictect".
+    """
+    _check_split(split)
+    path = Path(root) / {"train": train_csv, "val": val_csv, "test": test_csv}[split]
+    per_clip = _lsmdc_captions(path, _lsmdc_rows(path, split), one_per_clip=split == "test")
+    video_ids = list(per_clip)
+    return _build("lsmdc", split, video_ids, [per_clip[v] for v in video_ids])
+
+
+def _lsmdc_rows(path: Path, split: str) -> list[tuple[int, str, str]]:
+    """(line number, clip id, sentence) of each non-blank line of an LSMDC16 tab-separated file."""
+    _require(path, f"the LSMDC {split} annotations (tab-separated: {', '.join(_LSMDC_COLUMNS)})")
+    rows = []
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    rows.append((n, *_lsmdc_fields(path, n, line)))
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text at byte {e.start}; re-download the file ({_README})") from e
+    if not rows:
+        raise AnnotationError(
+            f"{path}: no annotation lines at line 1; check that the file is the right one ({_README})"
+        )
+    return rows
+
+
+def _lsmdc_fields(path: Path, line: int, text: str) -> tuple[str, str]:
+    """The clip id and the sentence of line `line`; AnnotationError unless it has six columns and both are set."""
+    fields = text.rstrip("\r\n").split("\t")
+    if len(fields) > len(_LSMDC_COLUMNS) and not "".join(fields[len(_LSMDC_COLUMNS):]).strip():
+        fields = fields[: len(_LSMDC_COLUMNS)]  # trailing tabs, which CLIP4Clip strips off as well
+    if len(fields) != len(_LSMDC_COLUMNS):
+        raise AnnotationError(
+            f"{path}: {len(fields)} tab-separated column(s) at line {line}, expected {len(_LSMDC_COLUMNS)} "
+            f"({', '.join(_LSMDC_COLUMNS)}); fix that line or re-download the file ({_README})"
+        )
+    clip_id, sentence = fields[0].strip(), fields[-1].strip()
+    if not clip_id:
+        raise AnnotationError(f"{path}: empty clip_id at line {line}; fill in or delete that line ({_README})")
+    if not sentence:
+        raise AnnotationError(
+            f"{path}: empty sentence at line {line} (clip {clip_id}); fill in or delete that line ({_README})"
+        )
+    return clip_id, sentence
+
+
+def _lsmdc_captions(path: Path, rows: list[tuple[int, str, str]], *, one_per_clip: bool) -> dict[str, list[str]]:
+    """clip id -> its sentences in file order; repeated lines (any repeated clip if `one_per_clip`) dropped."""
+    per_clip: dict[str, list[str]] = {}
+    repeats: list[str] = []
+    for line, clip_id, sentence in rows:
+        captions = per_clip.setdefault(clip_id, [])
+        if captions and (one_per_clip or sentence in captions):
+            repeats.append(f"{clip_id!r} (line {line})")
+            continue
+        captions.append(sentence)
+    if repeats:
+        why = "the test protocol has one caption per clip" if one_per_clip else "same clip and sentence as before"
+        log.warning("%s: %d repeated line(s) ignored (first kept; %s): %s", path, len(repeats), why,
+                    _listed(repeats))
+    return per_clip
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Dispatcher
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -580,6 +673,7 @@ _READERS = {
     "msvd": read_msvd,
     "didemo": read_didemo,
     "activitynet": read_activitynet,
+    "lsmdc": read_lsmdc,
 }
 DATASETS: tuple[str, ...] = tuple(_READERS)
 
@@ -593,9 +687,10 @@ def canonical_dataset(dataset: str) -> str:
 
 
 def read_split(dataset: str, annotation_root: str | os.PathLike[str], split: str, **options: Any) -> RetrievalSplit:
-    """Read `split` of `dataset` (msrvtt | msvd | didemo | activitynet) from `annotation_root`.
+    """Read `split` of `dataset` (msrvtt | msvd | didemo | activitynet | lsmdc) from `annotation_root`.
 
-    `options` go to the reader (only `read_msrvtt` takes any: ``train_csv``, ``test_csv``, ``data_json``).
+    `options` go to the reader (only two take any: `read_msrvtt` ``train_csv``, ``test_csv``, ``data_json``;
+    `read_lsmdc` ``train_csv``, ``val_csv``, ``test_csv``).
     """
     return _READERS[canonical_dataset(dataset)](annotation_root, split, **options)
 

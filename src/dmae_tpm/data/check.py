@@ -34,6 +34,7 @@ DEFAULT_SPLITS: dict[str, tuple[str, ...]] = {
     "msvd": ("train", "val", "test"),
     "didemo": ("train", "val", "test"),
     "activitynet": ("train", "val"),
+    "lsmdc": ("train", "val", "test"),
 }
 
 
@@ -221,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--splits",
         nargs="+",
-        help="splits to check, space- or comma-separated (default: msrvtt train test; msvd/didemo train val test; "
-        "activitynet train val)",
+        help="splits to check, space- or comma-separated (default: msrvtt train test; msvd/didemo/lsmdc train val "
+        "test; activitynet train val)",
     )
     parser.add_argument("--decode", action="store_true", help="open every found video with decord (slow)")
     parser.add_argument("--max-report", type=int, default=20, help="list at most this many ids per problem")

@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .annotations import read_split, video_path_index
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--dataset", required=True, help="annotation format: msrvtt | msvd | didemo | activitynet")
+    parser.add_argument("--dataset", required=True,
+                        help="annotation format: msrvtt | msvd | didemo | activitynet | lsmdc")
     parser.add_argument("--annotations", required=True, help="folder with the annotation files")
     parser.add_argument("--videos", required=True, help="folder with the video files")
     parser.add_argument("--splits", nargs="+", default=["train", "test"])

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DataConfig:
     name: str = "synthetic"  # shown in logs and results
-    format: str = "msrvtt"  # annotation reader: msrvtt | msvd | didemo | activitynet
+    format: str = "msrvtt"  # annotation reader: msrvtt | msvd | didemo | activitynet | lsmdc
     annotations: str = "data/synthetic"  # folder with the annotation files (data/README.md)
     videos: str = "data/synthetic/videos"  # folder searched (recursively) for the video files
     train_split: str = "train"
