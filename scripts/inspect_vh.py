@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from dmae_tpm import checkpoint
 from dmae_tpm.config import to_run_config
 from dmae_tpm.data import loaders
-from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
 from dmae_tpm.evaluate import similarity_chunked
 from dmae_tpm.features import TextFeatures, VideoFeatures
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput, VideoInput
 from dmae_tpm.metrics import retrieval_metrics
 from dmae_tpm.model import build_model
 
@@ -85,7 +85,7 @@ def rescore(model, f, caption_video) -> dict:
         sim = Similarity(cfg, model.backbone.embed_dim)
         if model.similarity.weights is not None:
             sim.weights = model.similarity.weights
-        m = retrieval_metrics(similarity_chunked(_Scorer(sim), text, f["v_h"], f["frame_mask"], 256, 256),
+        m = retrieval_metrics(similarity_chunked(_Scorer(sim), text, VideoInput(f["v_h"], f["frame_mask"]), 256, 256),
                               caption_video)["t2v"]
         out[f"rescore_{name}"] = f"{m['R@1']:.1f} / {m['rsum']:.1f}"
     return out
@@ -93,7 +93,10 @@ def rescore(model, f, caption_video) -> dict:
 
 class _Scorer:
     def __init__(self, similarity):
-        self.similarity_matrix = similarity
+        self.similarity = similarity
+
+    def score(self, text, video):
+        return self.similarity(text, video.v_h, video.frame_mask)
 
 
 def inspect(run: Path, with_rescore: bool = False) -> dict:

@@ -16,10 +16,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from dmae_tpm.config import RunConfig, to_run_config
-from dmae_tpm.dmae import Similarity, TextInput
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, TextInput
+from dmae_tpm.methods.dmae_tpm.objective import build_contrastive_loss
+from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMCL
 from dmae_tpm.model import build_model
-from dmae_tpm.objective import build_contrastive_loss
-from dmae_tpm.tpm_cl import TPMCL
 
 CONFIG_DIR = (Path(__file__).resolve().parents[1] / "configs").as_posix()
 EXPERIMENTS = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""dmae_tpm.diagnostics against hand values and naive loops."""
+"""dmae_tpm.methods.dmae_tpm.diagnostics against hand values and naive loops."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from dmae_tpm.diagnostics import batch_diagnostics, ta_entropy, va_off_diagonal
-from dmae_tpm.dmae import SimilarityConfig, TextInput
-from dmae_tpm.visual_attention import visual_attention
+from dmae_tpm.methods.dmae_tpm.diagnostics import batch_diagnostics, ta_entropy, va_off_diagonal
+from dmae_tpm.methods.dmae_tpm.dmae import SimilarityConfig, TextInput
+from dmae_tpm.methods.dmae_tpm.visual_attention import visual_attention
 
 
 def test_ta_entropy_by_hand():

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dmae_tpm.backbone import BackboneConfig
-from dmae_tpm.distributed import gather_batch
+from dmae_tpm.distributed import gather_features
 from dmae_tpm.model import ModelConfig, build_model
 from dmae_tpm.temporal_encoder import TemporalConfig
 
@@ -48,7 +48,7 @@ def _worker(rank, world, port, out_dir):
     batch = _batch(model)
     local = {k: v[rank * B // world:(rank + 1) * B // world] for k, v in batch.items()}
     ddp = DDP(model, find_unused_parameters=True)  # the video token-weight predictor is unused (fidelity D14)
-    out = ddp(local, gather=gather_batch)
+    out = ddp(local, gather=gather_features)
     out["loss"].backward()
     torch.save({"loss": out["loss"].detach(), "loss_contrastive": out["loss_contrastive"].detach(),
                 "grads": _grads(model)}, os.path.join(out_dir, f"rank{rank}.pt"))

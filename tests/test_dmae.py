@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
-from dmae_tpm.textual_attention import textual_attention, uniform_textual_attention
-from dmae_tpm.visual_attention import identity_visual_attention, visual_attention
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
+from dmae_tpm.methods.dmae_tpm.textual_attention import textual_attention, uniform_textual_attention
+from dmae_tpm.methods.dmae_tpm.visual_attention import identity_visual_attention, visual_attention
 
 
 # -- Eq. 1 ------------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import torch
 from dmae_tpm import evaluate
 from dmae_tpm.backbone import BackboneConfig
 from dmae_tpm.config import EvalConfig
-from dmae_tpm.dmae import TextInput
 from dmae_tpm.evaluate import evaluate_model, postprocess, similarity_chunked
+from dmae_tpm.methods.dmae_tpm.dmae import TextInput, VideoInput
 from dmae_tpm.metrics import retrieval_metrics
 from dmae_tpm.model import ModelConfig, build_model
 from dmae_tpm.runtime import Runtime
@@ -77,9 +77,9 @@ def test_chunked_scoring_ignores_bf16_autocast_and_equals_fp32(model, inputs):
         ref = model.similarity_matrix(text, v_h, mask)  # (N, N) plain fp32, one chunk
         with bf16():  # what the evaluator did before: the similarity inside the bf16 autocast
             old = model.similarity_matrix(text, v_h, mask).float()
-    got = similarity_chunked(model, text, v_h, mask, 5, 7)  # uneven chunks
+    got = similarity_chunked(model, text, VideoInput(v_h, mask), 5, 7)  # uneven chunks
     with bf16():  # an autocast around the whole call is switched off as well
-        outer = similarity_chunked(model, text, v_h, mask, 5, 7)
+        outer = similarity_chunked(model, text, VideoInput(v_h, mask), 5, 7)
     assert ref.dtype == got.dtype == outer.dtype == torch.float32
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
     assert torch.equal(outer, got)
@@ -93,7 +93,7 @@ def test_half_storage_is_scored_in_fp32(model, inputs):
     """eval.half stores the encoder outputs in fp16; their scores are the fp32 scores of those stored values."""
     text, v_h = encode(model, inputs)
     half = TextInput(text.t_cls.half(), text.t_tokens.half(), text.t_mask, text.w_pos.half(), text.w_freq.half())
-    got = similarity_chunked(model, half, v_h.half(), inputs["frame_mask"], 8, 8)
+    got = similarity_chunked(model, half, VideoInput(v_h.half(), inputs["frame_mask"]), 8, 8)
     with torch.no_grad():
         as_fp32 = TextInput(*(x.float() if x.is_floating_point() else x for x in (
             half.t_cls, half.t_tokens, half.t_mask, half.w_pos, half.w_freq)))

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from dmae_tpm.infonce import InfoNCE
-from dmae_tpm.negnce import NegNCE, NegNCEConfig, hard_negative_mask, log1m_softmax, marginal_similarity, negative_terms
+from dmae_tpm.methods.dmae_tpm.negnce import (
+    NegNCE,
+    NegNCEConfig,
+    hard_negative_mask,
+    log1m_softmax,
+    marginal_similarity,
+    negative_terms,
+)
 
 F64 = torch.float64
 

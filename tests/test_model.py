@@ -8,12 +8,12 @@ import torch
 from open_clip.transformer import QuickGELU
 
 from dmae_tpm.backbone import BackboneConfig, register_model_configs
-from dmae_tpm.dmae import SimilarityConfig
+from dmae_tpm.methods.dmae_tpm.dmae import SimilarityConfig
+from dmae_tpm.methods.dmae_tpm.negnce import NegNCEConfig
+from dmae_tpm.methods.dmae_tpm.objective import LossConfig
+from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMConfig
 from dmae_tpm.model import ModelConfig, build_model
-from dmae_tpm.negnce import NegNCEConfig
-from dmae_tpm.objective import LossConfig
 from dmae_tpm.temporal_encoder import TemporalConfig
-from dmae_tpm.tpm_cl import TPMConfig
 
 B, WORDS, FRAMES = 3, 12, 4
 CAPTIONS = ["a red ball rolls left", "a man rides a horse on the beach", "two blue cubes"]
@@ -80,7 +80,7 @@ def test_similarity_matrix_matches_training_scores():
     with torch.no_grad():
         text = model.encode_text(batch["tokens"])
         video, v_h = model.encode_video(batch["frames"], batch["frame_mask"])
-        from dmae_tpm.dmae import TextInput
+        from dmae_tpm.methods.dmae_tpm.dmae import TextInput
         t = TextInput(text.t_cls, text.t_tokens, text.t_mask, batch["w_pos"], batch["w_freq"])
         full = model.similarity_matrix(t, v_h, video.frame_mask)
         chunks = torch.cat([model.similarity_matrix(t[i:i + 1], v_h, video.frame_mask) for i in range(B)])

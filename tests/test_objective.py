@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dmae_tpm.infonce import InfoNCE
-from dmae_tpm.negnce import NegNCE, NegNCEConfig
-from dmae_tpm.objective import LossConfig, build_contrastive_loss, total_objective
+from dmae_tpm.methods.dmae_tpm.negnce import NegNCE, NegNCEConfig
+from dmae_tpm.methods.dmae_tpm.objective import LossConfig, build_contrastive_loss, total_objective
 
 F64 = torch.float64
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
 from dmae_tpm.token_interaction import TokenWeights, all_pairs_token_interaction, cosine_tokens, token_interaction
 
 

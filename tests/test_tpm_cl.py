@@ -8,17 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmae_tpm.adaptive_token_selector import informative_token_mask, mask_tokens
-from dmae_tpm.dmae import Similarity, SimilarityConfig
 from dmae_tpm.features import TextFeatures, VideoFeatures
-from dmae_tpm.temporal_encoder import TemporalConfig, TemporalEncoder
-from dmae_tpm.token_weight_predictor import (
+from dmae_tpm.methods.dmae_tpm.adaptive_token_selector import informative_token_mask, mask_tokens
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig
+from dmae_tpm.methods.dmae_tpm.token_weight_predictor import (
     CrossModalTokenWeightPredictor,
     text_token_weights,
     video_token_weights,
     weighted_global,
 )
-from dmae_tpm.tpm_cl import TPMCL, TPMConfig, triplet_partial_margin
+from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMCL, TPMConfig, triplet_partial_margin
+from dmae_tpm.temporal_encoder import TemporalConfig, TemporalEncoder
 
 F64 = torch.float64
 D, M, N, K1 = 8, 6, 3, 3  # embed dim, max words, max frames, tokens per frame ([CLS] + 2 patches)
@@ -527,7 +527,7 @@ def test_masking_lowers_the_partial_text_score_by_the_masked_weight():
     e0, e1 = torch.eye(2, dtype=F64)
     t_g, t_g_p, v_h = (0.7 * e0 + 0.3 * e1)[None], (0.3 * e1)[None], (e0 + e1)[None, None]
     fm = torch.ones(1, 1, dtype=torch.bool)
-    from dmae_tpm.tpm_cl import length_kept
+    from dmae_tpm.methods.dmae_tpm.tpm_cl import length_kept
     r2 = 2 ** 0.5
     assert length_kept(score)(t_g, v_h, fm).item() == pytest.approx(1 / r2, abs=1e-12)
     assert length_kept(score)(t_g_p, v_h, fm).item() == pytest.approx(0.3 / r2, abs=1e-12)
@@ -538,7 +538,7 @@ def test_masking_lowers_the_partial_text_score_by_the_masked_weight():
 def test_length_kept_score_has_finite_gradient_at_zero():
     """All words masked would give t_g^p = 0: its score is 0 and no NaN reaches the gradient."""
     sim = Similarity(SimilarityConfig("ti", False, False, sentence_term=False), 4).double()
-    from dmae_tpm.tpm_cl import length_kept
+    from dmae_tpm.methods.dmae_tpm.tpm_cl import length_kept
     q = torch.zeros(2, 4, dtype=F64, requires_grad=True)
     v_h = torch.randn(2, 3, 4, dtype=F64)
     out = length_kept(pair_score(sim))(q, v_h, torch.ones(2, 3, dtype=torch.bool))

@@ -17,7 +17,7 @@ from dmae_tpm import checkpoint
 from dmae_tpm.config import to_run_config
 from dmae_tpm.data.synthetic import PRESETS
 from dmae_tpm.evaluate import evaluate_checkpoint
-from dmae_tpm.model import DMAETPM
+from dmae_tpm.methods.dmae_tpm.model import DMAETPM
 from dmae_tpm.run_lock import RunFolderInUseError, RunLock
 from dmae_tpm.trainer import NonFiniteLossError, NonFiniteStateError, ResumeConfigError, train
 

@@ -19,6 +19,7 @@ import similarity as S  # noqa: E402
 import train_step as T  # noqa: E402
 
 from dmae_tpm.evaluate import similarity_chunked  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.dmae import VideoInput  # noqa: E402
 
 TOPIC = "scaling"
 DOCS = C.ROOT / "docs"
@@ -32,7 +33,7 @@ def eval_point(variant, queries, videos, device, repeats, chunk) -> dict:
     scorer = S.make_scorer(variant, device)
 
     def call():
-        return similarity_chunked(scorer, text, v_h, fm, chunk, chunk)
+        return similarity_chunked(scorer, text, VideoInput(v_h, fm), chunk, chunk)
 
     t = C.median(C.time_call(call, device, repeats, warmup=0 if repeats == 1 else 1))
     peak = C.peak_bytes(call, device)

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput  # noqa: E402
 from dmae_tpm.evaluate import similarity_chunked  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput, VideoInput  # noqa: E402
 from dmae_tpm.token_interaction import cosine_tokens, token_interaction  # noqa: E402
 
 TOPIC = "similarity"
@@ -52,13 +52,16 @@ BEFORE = "TI, before the fused path"
 
 
 class Scorer:
-    """What similarity_chunked calls on the model: DMAETPM.similarity_matrix is `self.similarity(...)`."""
+    """What similarity_chunked calls on the model: DMAETPM.score is `self.similarity(text, v_h, frame_mask)`."""
 
     def __init__(self, similarity: Similarity):
         self.similarity = similarity
 
     def similarity_matrix(self, text, v_h, frame_mask):
         return self.similarity(text, v_h, frame_mask)
+
+    def score(self, text, video: VideoInput):
+        return self.similarity_matrix(text, video.v_h, video.frame_mask)
 
 
 class BroadcastTIScorer:
@@ -69,6 +72,9 @@ class BroadcastTIScorer:
     def similarity_matrix(self, text, v_h, frame_mask):
         sim = cosine_tokens(text.t_tokens, v_h, pairwise=True)  # (C, V, M, N)
         return token_interaction(sim, text.t_mask.bool()[:, None], frame_mask.bool()[None])
+
+    def score(self, text, video: VideoInput):
+        return self.similarity_matrix(text, video.v_h, video.frame_mask)
 
 
 def make_scorer(variant: str, device) -> Scorer:
@@ -140,7 +146,7 @@ def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, text_
     scorer = make_scorer(variant, device)
 
     def call():
-        return similarity_chunked(scorer, text, v_h, fm, text_chunk, video_chunk)
+        return similarity_chunked(scorer, text, VideoInput(v_h, fm), text_chunk, video_chunk)
 
     # a call of >= 100k pairs runs many chunks, which amortises first-call effects: no separate warm-up there
     warmup = 1 if (repeats > 1 and queries * videos < 100_000) else 0
@@ -179,7 +185,7 @@ def memory_sweeps(device, feat_dtype, quick: bool) -> dict:
     scorer = make_scorer("TI", device)
 
     def peak(text, v_h, fm, chunk, scorer=scorer):
-        return C.peak_bytes(lambda: similarity_chunked(scorer, text, v_h, fm, chunk, chunk), device)
+        return C.peak_bytes(lambda: similarity_chunked(scorer, text, VideoInput(v_h, fm), chunk, chunk), device)
 
     q = 64 if quick else 256
     out = {"videos": [], "chunk": []}

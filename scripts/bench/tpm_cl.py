@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from dmae_tpm.adaptive_token_selector import informative_token_mask  # noqa: E402
-from dmae_tpm.dmae import Similarity, SimilarityConfig  # noqa: E402
 from dmae_tpm.features import TextFeatures, VideoFeatures  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.adaptive_token_selector import informative_token_mask  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMCL, TPMConfig, triplet_partial_margin  # noqa: E402
 from dmae_tpm.temporal_encoder import TemporalConfig, TemporalEncoder  # noqa: E402
-from dmae_tpm.tpm_cl import TPMCL, TPMConfig, triplet_partial_margin  # noqa: E402
 
 TOPIC = "tpm_cl"
 D, M, N, K1 = 512, 32, 12, 50  # ViT-B/32: 49 patches + [CLS] per frame; MSR-VTT: 32 words, 12 frames

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from dmae_tpm.backbone import BackboneConfig  # noqa: E402
-from dmae_tpm.dmae import SimilarityConfig  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.dmae import SimilarityConfig  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.objective import LossConfig  # noqa: E402
+from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMConfig  # noqa: E402
 from dmae_tpm.model import ModelConfig, build_model  # noqa: E402
-from dmae_tpm.objective import LossConfig  # noqa: E402
 from dmae_tpm.temporal_encoder import TemporalConfig  # noqa: E402
-from dmae_tpm.tpm_cl import TPMConfig  # noqa: E402
 
 TOPIC = "train_step"
 WORDS = (

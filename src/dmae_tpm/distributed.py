@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
-from .dmae import TextInput
+from .features import map_fields
 
 
 def world_size() -> int:
@@ -60,22 +60,16 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def _maybe(fn, x):
-    return None if x is None else fn(x)
+def _gather_tensor(x: torch.Tensor) -> torch.Tensor:
+    return gather_with_grad(x) if x.requires_grad else gather_no_grad(x)
 
 
-def gather_batch(text: TextInput, v_h: torch.Tensor, frame_mask: torch.Tensor):
-    """The model's `gather` hook: the global batch's text inputs, v_h and frame mask."""
+def gather_features(x):
+    """The methods' `gather` hook: a method's embedding (a dataclass of (B, ...) tensors, see method.py) for the
+    global batch, with exact gradients through the tensors that carry one (masks and weights: none)."""
     if world_size() == 1:
-        return text, v_h, frame_mask
-    g_text = TextInput(
-        gather_with_grad(text.t_cls),
-        gather_with_grad(text.t_tokens),
-        gather_no_grad(text.t_mask),
-        _maybe(gather_no_grad, text.w_pos),
-        _maybe(gather_no_grad, text.w_freq),
-    )
-    return g_text, gather_with_grad(v_h), gather_no_grad(frame_mask)
+        return x
+    return map_fields(_gather_tensor, x)
 
 
 def gather_varsize(x: torch.Tensor) -> torch.Tensor:

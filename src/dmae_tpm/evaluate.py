@@ -13,15 +13,16 @@ turns close scores into exact ties and, with ties counted against the query, cos
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 
 import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
 from .config import EvalConfig
-from .dmae import TextInput
+from .features import map_fields
+from .method import RetrievalMethod
 from .metrics import retrieval_metrics
-from .model import DMAETPM
 from .postprocess import dual_softmax, querybank_norm
 
 log = logging.getLogger(__name__)
@@ -37,87 +38,86 @@ def fp32_scoring(device: torch.device | str):
     return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
-def _float_text(text: TextInput) -> TextInput:
-    """The float fields of a TextInput in float32 (t_mask and missing Algorithm 1 weights as they are)."""
-    return _map_text(lambda x: x.float() if x is not None and x.is_floating_point() else x, text)
+def _as(dtype: torch.dtype):
+    """Cast a floating tensor to `dtype`; masks and indices stay as they are."""
+    return lambda x: x.to(dtype) if x.is_floating_point() else x
+
+
+def _cat(*xs: torch.Tensor) -> torch.Tensor:
+    return torch.cat(xs)
 
 
 @torch.no_grad()
-def encode_captions(model: DMAETPM, loader: DataLoader, device, autocast, dtype) -> TextInput:
+def encode_captions(model: RetrievalMethod, loader: DataLoader, device, autocast, dtype):
+    """The method's caption embedding of every caption of `loader`, floats stored in `dtype`."""
     parts = []
     for batch in loader:
         batch = _to(batch, device)
         with autocast():
-            text = model.encode_text(batch["tokens"])
-        parts.append(
-            TextInput(
-                text.t_cls.to(dtype),
-                text.t_tokens.to(dtype),
-                text.t_mask,
-                batch["w_pos"].to(dtype),
-                batch["w_freq"].to(dtype),
-            )
-        )
+            parts.append(map_fields(_as(dtype), model.embed_text(batch)))
     if not parts:
         raise ValueError("no captions to encode")
-    return _map_text(lambda *xs: torch.cat(xs), *parts)
+    return map_fields(_cat, *parts)
 
 
-def _map_text(fn, *texts: TextInput) -> TextInput:
-    """Apply `fn` field by field across TextInputs (concatenate parts, gather across ranks)."""
-    fields = ("t_cls", "t_tokens", "t_mask", "w_pos", "w_freq")
-    return TextInput(*(fn(*(getattr(t, f) for t in texts)) for f in fields))
-
-
-def _encode_captions_gathered(model: DMAETPM, loader: DataLoader, runtime, dtype) -> TextInput:
+def _encode_captions_gathered(model: RetrievalMethod, loader: DataLoader, runtime, dtype):
     """Every rank's shard of captions encoded, then all of them on every rank, in rank order."""
     text = encode_captions(model, loader, runtime.device, runtime.autocast, dtype)
-    return _map_text(distributed.gather_varsize, text)
+    return map_fields(distributed.gather_varsize, text)
 
 
 @torch.no_grad()
-def encode_videos(model: DMAETPM, loader: DataLoader, device, autocast, dtype):
-    """v_h (V, N, D), frame_mask (V, N) and ok (V,): unreadable videos (skipped on request) are not encoded."""
-    v_hs, masks, oks = [], [], []
+def encode_videos(model: RetrievalMethod, loader: DataLoader, device, autocast, dtype):
+    """The method's video embedding of every video of `loader`, and ok (V,): unreadable videos (skipped on request)
+    are not encoded, their rows are zeros (masks False)."""
+    parts, oks = [], []
     for batch in loader:
         batch = _to(batch, device)
         ok = batch["ok"]
-        v_h = torch.zeros(*batch["frame_mask"].shape, model.backbone.embed_dim, dtype=dtype, device=device)
+        oks.append(ok)
         if ok.any():
             with autocast():
-                _, enc = model.encode_video(batch["frames"][ok], batch["frame_mask"][ok])  # (b, N, D)
-            v_h[ok] = enc.to(dtype)
-        v_hs.append(v_h)
-        masks.append(batch["frame_mask"] & ok[:, None])
-        oks.append(ok)
-    return torch.cat(v_hs), torch.cat(masks), torch.cat(oks)
+                parts.append(map_fields(_as(dtype), model.embed_video(batch["frames"][ok], batch["frame_mask"][ok])))
+    ok = torch.cat(oks)
+    if not parts:
+        raise ValueError(f"none of the {ok.numel()} test videos could be read: nothing to evaluate")
+
+    def spread(x: torch.Tensor) -> torch.Tensor:  # the encoded rows at their videos' places, zeros elsewhere
+        out = x.new_zeros((ok.numel(), *x.shape[1:]))
+        out[ok] = x
+        return out
+
+    return map_fields(lambda *xs: spread(torch.cat(xs)), *parts), ok
 
 
 @torch.no_grad()
-def similarity_chunked(
-    model: DMAETPM,
-    text: TextInput,
-    v_h: torch.Tensor,
-    frame_mask: torch.Tensor,
-    text_chunk: int,
-    video_chunk: int,
-) -> torch.Tensor:
+def similarity_chunked(model: RetrievalMethod, text, video, text_chunk: int, video_chunk: int) -> torch.Tensor:
     """sim (C, V) in float32, peak memory set by the chunk sizes rather than by C x V.
 
-    Always computed in float32: every chunk's features are cast with .float() and scored with autocast disabled
-    on v_h's device (`fp32_scoring`), whatever autocast the caller runs under: bf16 scoring creates ties
-    (docs/fidelity.md D22).
+    Always computed in float32: every chunk's features are cast to float32 and scored with autocast disabled
+    (`fp32_scoring`), whatever autocast the caller runs under: bf16 scoring creates ties (docs/fidelity.md D22).
     """
+    n_text, n_video = _rows(text), _rows(video)
     rows = []
-    with fp32_scoring(v_h.device):
-        for i in range(0, text.t_cls.shape[0], text_chunk):
-            t = _float_text(text[i : i + text_chunk])
-            cols = []
-            for j in range(0, v_h.shape[0], video_chunk):
-                v = v_h[j : j + video_chunk].float()
-                cols.append(model.similarity_matrix(t, v, frame_mask[j : j + video_chunk]).float())
+    with fp32_scoring(_device(video)):
+        for i in range(0, n_text, text_chunk):
+            t = _chunk_fp32(text, i, text_chunk)
+            cols = [model.score(t, _chunk_fp32(video, j, video_chunk)).float() for j in range(0, n_video, video_chunk)]
             rows.append(torch.cat(cols, dim=1))  # (c, V)
     return torch.cat(rows)  # (C, V)
+
+
+def _chunk_fp32(embedding, start: int, size: int):
+    """Rows start ... start + size of an embedding, floats in float32."""
+    return map_fields(lambda x: _as(torch.float32)(x[start : start + size]), embedding)
+
+
+def _rows(embedding) -> int:
+    return getattr(embedding, fields(embedding)[0].name).shape[0]
+
+
+def _device(embedding) -> torch.device:
+    return getattr(embedding, fields(embedding)[0].name).device
 
 
 def postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -140,25 +140,29 @@ def _postprocess(sim: torch.Tensor, cfg: EvalConfig, bank_sim: torch.Tensor | No
     raise ValueError(f"eval.postprocess must be none, dsl or qbnorm, got {cfg.postprocess!r}")
 
 
+def _storage_dtype(runtime, cfg: EvalConfig) -> torch.dtype:
+    """Storage dtype of the encoder outputs only; `similarity_chunked` scores in float32 either way."""
+    return torch.float16 if (cfg.half and runtime.device.type == "cuda") else torch.float32
+
+
 def _encode_all(model, loaders, runtime, cfg: EvalConfig):
-    # Storage dtype of the encoder outputs only; `similarity_chunked` scores in float32 either way.
-    dtype = torch.float16 if (cfg.half and runtime.device.type == "cuda") else torch.float32
+    dtype = _storage_dtype(runtime, cfg)
     text = _encode_captions_gathered(model, loaders["captions"], runtime, dtype)
-    v_h, frame_mask, ok = encode_videos(model, loaders["videos"], runtime.device, runtime.autocast, dtype)
-    gather = distributed.gather_varsize
-    return text, gather(v_h), gather(frame_mask), gather(ok)
+    video, ok = encode_videos(model, loaders["videos"], runtime.device, runtime.autocast, dtype)
+    return text, map_fields(distributed.gather_varsize, video), distributed.gather_varsize(ok)
 
 
-def _shared_sim(model, text, v_h, frame_mask, runtime, cfg: EvalConfig) -> torch.Tensor:
+def _shared_sim(model, text, video, runtime, cfg: EvalConfig) -> torch.Tensor:
     """Each rank scores a contiguous block of captions; the blocks are gathered in rank order."""
-    n = text.t_cls.shape[0]
+    n = _rows(text)
     lo, hi = n * runtime.rank // runtime.world, n * (runtime.rank + 1) // runtime.world
-    block = similarity_chunked(model, text[lo:hi], v_h, frame_mask, cfg.text_chunk, cfg.video_chunk)  # float32
+    mine = map_fields(lambda x: x[lo:hi], text)
+    block = similarity_chunked(model, mine, video, cfg.text_chunk, cfg.video_chunk)  # float32
     return distributed.gather_varsize(block).cpu()  # (C, V)
 
 
 def evaluate_model(
-    model: DMAETPM,
+    model: RetrievalMethod,
     loaders: dict,
     caption_video: torch.Tensor,
     runtime,
@@ -169,12 +173,12 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     try:
-        text, v_h, frame_mask, ok = _encode_all(model, loaders, runtime, cfg)
-        sim = _shared_sim(model, text, v_h, frame_mask, runtime, cfg)
+        text, video, ok = _encode_all(model, loaders, runtime, cfg)
+        sim = _shared_sim(model, text, video, runtime, cfg)
         bank_sim = None
         if bank_loader is not None:
-            bank = _encode_captions_gathered(model, bank_loader, runtime, text.t_cls.dtype)
-            bank_sim = _shared_sim(model, bank, v_h, frame_mask, runtime, cfg)
+            bank = _encode_captions_gathered(model, bank_loader, runtime, _storage_dtype(runtime, cfg))
+            bank_sim = _shared_sim(model, bank, video, runtime, cfg)
     finally:
         model.train(was_training)
     if not runtime.is_main:

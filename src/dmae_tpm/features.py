@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -40,3 +40,15 @@ class VideoFeatures:
 
     def __getitem__(self, idx) -> VideoFeatures:
         return VideoFeatures(self.f_cls[idx], self.v_tokens[idx], self.frame_mask[idx])
+
+
+def map_fields(fn, *items):
+    """`fn` applied field by field across dataclass instances of one type (None fields stay None): how the trainer
+    and the evaluator slice, concatenate, cast and gather a method's embeddings without knowing their fields.
+    Every field's first dimension is the caption / video index."""
+    first = items[0]
+    out = {}
+    for f in fields(first):
+        values = [getattr(x, f.name) for x in items]
+        out[f.name] = None if values[0] is None else fn(*values)
+    return type(first)(**out)

@@ -189,3 +189,20 @@ def _cls_queries_layer(layer: nn.TransformerEncoderLayer, y: torch.Tensor, paddi
     z = y[:, ::per_frame] + layer.dropout1(attn)  # (B, N, D)
     ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(z)))))
     return z + layer.dropout2(ff)  # (B, N, D)
+
+
+def init_temporal(temporal: TemporalEncoder, backbone) -> str:
+    """Initialise seqTransf from CLIP's text transformer when pretrained weights were loaded and it fits (CLIP4Clip,
+    DRL, X-MLNet), else as the identity (v_h = 2x at step 0); returns which. A random branch would dominate v_h."""
+    if temporal.cfg.type != "seqTransf":
+        return "none"
+    if temporal.cfg.init == "random":
+        return "random"
+    clip = backbone.clip
+    if backbone.pretrained_loaded and temporal.init_from_clip_text(clip.transformer, clip.positional_embedding):
+        how = "clip_text"
+    else:
+        temporal.init_identity()
+        how = "identity"
+    log.info("temporal encoder initialised: %s (activation %r)", how, temporal.transformer.layers[0].activation)
+    return how

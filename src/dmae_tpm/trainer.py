@@ -22,8 +22,9 @@ from . import runtime as rt
 from .config import RunConfig, config_changes, to_dict
 from .data import loaders
 from .evaluate import evaluate_model, pop_ranks
+from .method import RetrievalMethod
 from .metrics import format_table, metric_score
-from .model import DMAETPM, build_model
+from .model import build_model
 from .optim import build_optimizer, build_scheduler
 from .run_lock import RunFolderInUseError, RunLock
 from .run_log import RunLog, attach_file_log, detach
@@ -103,7 +104,7 @@ class Trainer:
         found = self._find_checkpoint()  # before the datasets are built: a refused resume fails in seconds
         clip_pretraining.prepare(cfg.model.backbone)  # the synthetic CLIP checkpoint, when configured and absent
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        self.model: DMAETPM = build_model(cfg.model).to(runtime.device)
+        self.model: RetrievalMethod = build_model(cfg.model).to(runtime.device)
         loaders.prepare(cfg.data, self.model.backbone.image_size, cfg.model.max_frames)
         m = cfg.model
         # The test split first: its start-up check of the test videos then fails before the train captions' weights.
@@ -288,7 +289,7 @@ class Trainer:
 
     def step(self, batch: dict) -> dict[str, float]:
         with self.rt.autocast():
-            out = self.ddp(batch, gather=distributed.gather_batch)
+            out = self.ddp(batch, gather=distributed.gather_features)
         loss = out["loss"]
         if _all_reduce([0.0 if torch.isfinite(loss).item() else 1.0], self.rt.device, "max")[0] > 0:
             terms = {k: float(v.detach()) for k, v in out.items()}

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .textual_attention import textual_attention, uniform_textual_attention
-from .token_interaction import (
+from ...token_interaction import (
     TokenWeights,
     all_pairs_token_interaction,
     cosine_tokens,
@@ -39,6 +38,7 @@ from .token_interaction import (
     token_interaction,
     uniform_weights,
 )
+from .textual_attention import textual_attention, uniform_textual_attention
 from .visual_attention import frame_self_similarity, identity_visual_attention, visual_attention
 
 VARIANTS = ("word", "pooled", "official")
@@ -82,6 +82,17 @@ class TextInput:
     def __getitem__(self, idx) -> TextInput:
         pick = (lambda x: None if x is None else x[idx])  # noqa: E731
         return TextInput(self.t_cls[idx], self.t_tokens[idx], self.t_mask[idx], pick(self.w_pos), pick(self.w_freq))
+
+
+@dataclass
+class VideoInput:
+    """What the similarity needs from a video: the temporal encoder's tokens and which frames are real."""
+
+    v_h: torch.Tensor  # (B, N, D)
+    frame_mask: torch.Tensor  # (B, N) bool
+
+    def __getitem__(self, idx) -> VideoInput:
+        return VideoInput(self.v_h[idx], self.frame_mask[idx])
 
 
 class Similarity(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .infonce import contrastive_logits, infonce_terms
+from ...infonce import contrastive_logits, infonce_terms
 
 
 @dataclass

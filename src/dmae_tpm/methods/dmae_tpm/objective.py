@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .infonce import InfoNCE
+from ...infonce import InfoNCE
 from .negnce import NegNCE, NegNCEConfig
 
 

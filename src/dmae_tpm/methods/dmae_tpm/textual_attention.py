@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .token_interaction import masked_softmax
+from ...token_interaction import masked_softmax
 
 
 def textual_attention(w_pos: torch.Tensor, w_freq: torch.Tensor, t_mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .token_interaction import masked_softmax
+from ...token_interaction import masked_softmax
 
 
 class CrossModalTokenWeightPredictor(nn.Module):

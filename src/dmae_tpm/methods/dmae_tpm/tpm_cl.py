@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...features import TextFeatures, VideoFeatures
 from .adaptive_token_selector import informative_token_mask, mask_tokens
-from .features import TextFeatures, VideoFeatures
 from .token_weight_predictor import (
     CrossModalTokenWeightPredictor,
     text_token_weights,
