@@ -19,11 +19,14 @@ from dmae_tpm.config import RunConfig, to_run_config
 from dmae_tpm.methods.dmae_tpm.dmae import Similarity, TextInput
 from dmae_tpm.methods.dmae_tpm.objective import build_contrastive_loss
 from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMCL
+from dmae_tpm.methods.xmlnet.false_negative_loss import FalseNegativeAwareLoss
+from dmae_tpm.methods.xmlnet.similarity import MultiLevelSimilarity, XText, XVideo
 from dmae_tpm.model import build_model
 
 CONFIG_DIR = (Path(__file__).resolve().parents[1] / "configs").as_posix()
 EXPERIMENTS = sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml"))
-PAPER = [e for e in EXPERIMENTS if not e.startswith("demo")]  # Tables 1-9: real datasets under DMAE_DATA_ROOT
+PAPER = [e for e in EXPERIMENTS if not e.startswith(("demo", "xmlnet"))]  # Tables 1-9, under DMAE_DATA_ROOT
+XMLNET = [e for e in EXPERIMENTS if e.startswith("xmlnet")]
 DATASETS = ("msrvtt", "msvd", "didemo", "activitynet")
 
 
@@ -77,9 +80,51 @@ def test_composes_validates_and_builds(runs, experiment):
     assert run.run_dir == f"outputs/{run.name}"
     if run.model.backbone.name == "dmae-tiny":  # the demo: build the whole model, it is small
         model = build_model(run.model, load_pretrained=False)  # its pre-training: tests/test_clip_pretraining.py
-        assert model.tpm is not None or not run.model.tpm.enabled
+        assert type(model).__name__ == {"dmae_tpm": "DMAETPM", "xmlnet": "XMLNet"}[run.model.method]
+        assert run.model.method == "xmlnet" or model.tpm is not None or not run.model.tpm.enabled
+    elif run.model.method == "xmlnet":
+        _check_builds_xmlnet(run)
     else:
         _check_builds(run)
+
+
+def _check_builds_xmlnet(run: RunConfig) -> None:
+    """X-MLNet's similarity and false-negative loss at the experiment's sizes, on random features."""
+    m, (d, _) = run.model, _dims(run)
+    g = torch.Generator().manual_seed(0)
+    b, words, frames = 3, m.max_words, m.max_frames
+    norm = torch.nn.functional.normalize
+    text = XText(norm(torch.randn(b, d, generator=g), dim=-1), norm(torch.randn(b, words, d, generator=g), dim=-1),
+                 torch.ones(b, words, dtype=torch.bool))
+    video = XVideo(norm(torch.randn(b, d, generator=g), dim=-1), norm(torch.randn(b, frames, d, generator=g), dim=-1),
+                   torch.ones(b, frames, dtype=torch.bool))
+    x = m.xmlnet
+    sim = MultiLevelSimilarity(d, words, frames, x.heads, x.dropout, x.cross_init, x.alpha).eval()(text, video)
+    assert sim.shape == (b, b) and torch.isfinite(sim).all()
+    assert torch.isfinite(FalseNegativeAwareLoss(x.fn_loss, d)(video.v, text.s, torch.tensor(100.0))["loss"])
+    assert m.max_frames <= m.temporal.max_frames
+
+
+@pytest.mark.parametrize("experiment", XMLNET)
+def test_xmlnet_experiments(runs, experiment):
+    """docs/xmlnet.md: ViT-B/32 from OpenAI's weights, seqTransf (4 layers) over f_cls, lr 1e-4 / 1e-7, 5 epochs,
+    alpha 0.8, the false-negative loss at weight 0.5 with lambda 0.8 and gamma 0.7; 12 frames / 32 words but on
+    the paragraph datasets; checkpoints never picked on the test split."""
+    run = runs[experiment]
+    m, data = run.model, run.data
+    assert m.method == "xmlnet" and data.name == experiment.split("_")[1]
+    assert m.backbone.name == "ViT-B-32" and m.backbone.pretrained == "openai"
+    assert (m.temporal.type, m.temporal.input, m.temporal.layers) == ("seqTransf", "f_cls", 4)
+    assert (run.optim.lr, run.optim.lr_clip, run.optim.warmup, run.optim.weight_decay) == (1e-4, 1e-7, 0.1, 0.2)
+    assert run.trainer.epochs == 5
+    x = m.xmlnet
+    assert (x.alpha, x.heads, x.dropout, x.cross_init, x.eval_score) == (0.8, 8, 0.3, "identity", "full")
+    fn = x.fn_loss
+    assert fn.enabled and (fn.weight, fn.negative_weight, fn.gamma_video, fn.gamma_text) == (0.5, 0.8, 0.7, 0.7)
+    assert fn.mask_diagonal and not fn.weighting and not fn.prune_cross_modal
+    paragraphs = data.name in ("didemo", "activitynet")
+    assert (m.max_words, m.max_frames) == ((64, 64) if paragraphs else (32, 12))
+    assert data.test_split == "val" or run.trainer.best_metric is None  # never selected on test
 
 
 @pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])

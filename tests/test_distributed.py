@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -10,6 +11,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dmae_tpm.backbone import BackboneConfig
 from dmae_tpm.distributed import gather_features
+from dmae_tpm.methods.xmlnet.false_negative_loss import FalseNegativeConfig
+from dmae_tpm.methods.xmlnet.model import XMLNetConfig
 from dmae_tpm.model import ModelConfig, build_model
 from dmae_tpm.temporal_encoder import TemporalConfig
 
@@ -17,11 +20,15 @@ WORDS, FRAMES, B = 10, 3, 4
 CAPTIONS = ["a red ball", "a man rides a horse", "two blue cubes spin", "a cat sleeps"]
 
 
-def _model():
+def _model(method="dmae_tpm"):
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone=BackboneConfig(name="dmae-tiny"),
+    # X-MLNet without dropout: each process would draw its own masks. The random tiny CLIP's videos are all alike
+    # (c~ 0.996-1.0), its captions not (0.55-1.0): these gammas exclude 2 of 4 of each, a set that only the global
+    # batch's connectivity gets right.
+    xmlnet = XMLNetConfig(dropout=0.0, fn_loss=FalseNegativeConfig(gamma_video=0.999, gamma_text=0.7))
+    cfg = ModelConfig(method=method, backbone=BackboneConfig(name="dmae-tiny"),
                       temporal=TemporalConfig("seqTransf", "v_tokens", layers=1, max_frames=FRAMES),
-                      max_words=WORDS, max_frames=FRAMES)
+                      xmlnet=xmlnet, max_words=WORDS, max_frames=FRAMES)
     return build_model(cfg).double()
 
 
@@ -40,18 +47,19 @@ def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, port, out_dir, method):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = _model()
+    model = _model(method)
     batch = _batch(model)
     local = {k: v[rank * B // world:(rank + 1) * B // world] for k, v in batch.items()}
     ddp = DDP(model, find_unused_parameters=True)  # the video token-weight predictor is unused (fidelity D14)
     out = ddp(local, gather=gather_features)
     out["loss"].backward()
     torch.save({"loss": out["loss"].detach(), "loss_contrastive": out["loss_contrastive"].detach(),
-                "grads": _grads(model)}, os.path.join(out_dir, f"rank{rank}.pt"))
+                "loss_fn": out.get("loss_fn", torch.zeros(())).detach(), "grads": _grads(model)},
+               os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -61,9 +69,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_process_gradients_equal_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    model = _model()
+@pytest.mark.parametrize("method", ["dmae_tpm", "xmlnet"])
+def test_two_process_gradients_equal_one_process(tmp_path, method):
+    """X-MLNet: its cross-attention similarity and its false-negative loss (connectivity, excluded set) on the
+    gathered batch give the one-process loss and gradients."""
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), method), nprocs=2, join=True)
+    model = _model(method)
     out = model(_batch(model))
     out["loss"].backward()
     want = _grads(model)
@@ -71,6 +82,9 @@ def test_two_process_gradients_equal_one_process(tmp_path):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         # the contrastive loss is over the global batch on every rank
         torch.testing.assert_close(got["loss_contrastive"], out["loss_contrastive"], rtol=0, atol=1e-10)
+        if method == "xmlnet":
+            assert out["loss_fn"] > 0 and out["fn/influential_video_frac"] == out["fn/influential_text_frac"] == 0.5
+            torch.testing.assert_close(got["loss_fn"], out["loss_fn"], rtol=0, atol=1e-10)
         assert set(got["grads"]) == set(want)
         for name, g in want.items():
             torch.testing.assert_close(got["grads"][name], g, rtol=1e-6, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")

@@ -4,6 +4,7 @@ end to end, exact resume after an interruption, the non-finite-loss stop, and 2-
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -92,6 +93,21 @@ def test_train_then_eval_checkpoint_end_to_end(bench, tmp_path):
     assert best["metric"] == "t2v.R@1" and best["value"] == top and best["step"] == first_top["step"]
     again = evaluate_checkpoint(make_cfg(bench, tmp_path / "eval_best", f"checkpoint={best_path(tmp_path / 'run')}"))
     assert again["t2v"] == first_top["eval"]["t2v"]
+
+
+def test_xmlnet_trains_and_its_checkpoint_evaluates_to_the_same_table(bench, tmp_path):
+    """The same trainer and evaluator run X-MLNet (experiment=demo_xmlnet) through the method interface; dmae-eval
+    rebuilds it from the checkpoint's config without being told the method."""
+    cfg = make_cfg(bench, tmp_path / "run", "experiment=demo_xmlnet", "trainer.epochs=1")
+    assert cfg.model.method == "xmlnet" and cfg.model.temporal.input == "f_cls"
+    out = train(cfg)
+    assert out["step"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "loss" in x]
+    assert all("loss_fn" in x and "fn/influential_video_frac" in x for x in steps)
+    assert all(math.isfinite(x["loss"]) for x in steps)
+    again = evaluate_checkpoint(make_cfg(bench, tmp_path / "eval", f"checkpoint={checkpoint.latest(tmp_path / 'run')}"))
+    assert again["t2v"] == out["metrics"]["t2v"] and again["v2t"] == out["metrics"]["v2t"]
 
 
 def best_path(run_dir: Path) -> Path:

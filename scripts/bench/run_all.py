@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-TOPICS = ["tpm_cl", "similarity", "train_step", "data", "scaling"]
-GPU_TOPICS = ["tpm_cl", "similarity", "train_step", "scaling"]  # data.py measures the CPU-side pipeline
+TOPICS = ["tpm_cl", "similarity", "train_step", "data", "scaling", "xmlnet"]
+GPU_TOPICS = ["tpm_cl", "similarity", "train_step", "scaling", "xmlnet"]  # data.py measures the CPU-side pipeline
 DOC = C.ROOT / "docs" / "performance.md"
 
 

@@ -334,14 +334,16 @@ def plot(study: Study, summary: dict[str, dict[str, Summary]], out: Path, column
     return True
 
 
-# What each component did in training (dmae_tpm/diagnostics.py, tpm_cl.py): logged per step, summarised per run.
+# What each component did in training (methods/dmae_tpm/diagnostics.py, tpm_cl.py; X-MLNet's false-negative
+# loss): logged per step, summarised per run.
 DIAGNOSTICS = (
     ("diag/hard_negatives_per_caption", "hard neg. / caption"),
     ("diag/hard_same_family_per_caption", "of them same-family"), ("diag/ta_entropy", "TA entropy"),
     ("diag/va_off_diagonal", "VA off-diag."), ("tpm/masked_text_frac", "masked text"),
     ("tpm/masked_video_frac", "masked video"), ("tpm/trpl1", "trpl1"), ("tpm/trpl2", "trpl2"),
     ("tpm/trpl3", "trpl3"), ("tpm/inside_margin1", "in margin 1"), ("tpm/inside_margin2", "in margin 2"),
-    ("tpm/inside_margin3", "in margin 3"),
+    ("tpm/inside_margin3", "in margin 3"), ("fn/influential_video_frac", "FN: influential videos"),
+    ("fn/influential_text_frac", "FN: influential captions"),
 )
 
 
