@@ -87,7 +87,15 @@ def render_doc(cuda: bool, wall: dict | None = None, load: dict | None = None) -
         wall = old.get("wall_s") if old else None
         load = old.get("load") if old else None
     prefix = "gpu_" if cuda else ""
-    text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall, load))
+    missing = [t for t, d in results.items() if d is None]
+    if missing and any(results.values()) and not cuda:
+        # A partial set of results (a fresh clone, `--only`): the sections without one keep what the doc says,
+        # and so does the machine block, which describes the run that measured them; each section's own
+        # "measured" line says where its figures came from.
+        print(f"  no results for {', '.join(missing)}: their sections and the machine block are left as they are")
+        results = {t: d for t, d in results.items() if d is not None}
+    else:
+        text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall, load))
     for topic, data in results.items():
         if data is None:
             body = (

@@ -181,7 +181,9 @@ def levels(sim, text, video, chunk, device, repeats) -> dict:
 
 
 def render(data: dict) -> str:
-    lines = []
+    m = data["machine"]
+    lines = [f"Measured {m['date']} (git {m.get('git_commit', '?')}) on {m['cpu']} ({m.get('cpu_capability', '')}), "
+             f"torch threads {m['torch_threads']}, GPU {m['gpu'] or 'none'}, torch {m['torch']}.\n"]
     a = data["forms"]
     r0 = a["rows"][0]
     lines.append(f"Time of the whole evaluation scoring, {r0['captions']:,} captions x {r0['videos']:,} videos, "
