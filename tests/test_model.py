@@ -8,7 +8,8 @@ import torch
 from open_clip.transformer import QuickGELU
 
 from dmae_tpm.backbone import BackboneConfig, register_model_configs
-from dmae_tpm.methods.dmae_tpm.dmae import SimilarityConfig
+from dmae_tpm.features import map_fields
+from dmae_tpm.methods.dmae_tpm.dmae import SimilarityConfig, TextInput
 from dmae_tpm.methods.dmae_tpm.negnce import NegNCEConfig
 from dmae_tpm.methods.dmae_tpm.objective import LossConfig
 from dmae_tpm.methods.dmae_tpm.tpm_cl import TPMConfig
@@ -80,10 +81,10 @@ def test_similarity_matrix_matches_training_scores():
     with torch.no_grad():
         text = model.encode_text(batch["tokens"])
         video, v_h = model.encode_video(batch["frames"], batch["frame_mask"])
-        from dmae_tpm.methods.dmae_tpm.dmae import TextInput
-        t = TextInput(text.t_cls, text.t_tokens, text.t_mask, batch["w_pos"], batch["w_freq"])
+        t = TextInput.of(text, batch)
         full = model.similarity_matrix(t, v_h, video.frame_mask)
-        chunks = torch.cat([model.similarity_matrix(t[i:i + 1], v_h, video.frame_mask) for i in range(B)])
+        rows = [map_fields(lambda x, i=i: x[i:i + 1], t) for i in range(B)]
+        chunks = torch.cat([model.similarity_matrix(row, v_h, video.frame_mask) for row in rows])
     assert full.shape == (B, B)
     torch.testing.assert_close(full, chunks)  # scoring in text chunks gives the same matrix
 

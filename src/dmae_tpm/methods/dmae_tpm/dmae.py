@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...features import TextFeatures
 from ...token_interaction import (
     TokenWeights,
     all_pairs_token_interaction,
@@ -79,9 +80,10 @@ class TextInput:
     w_pos: torch.Tensor | None = None  # (B, M) Algorithm 1, needed when Textual Attention is on
     w_freq: torch.Tensor | None = None  # (B, M)
 
-    def __getitem__(self, idx) -> TextInput:
-        pick = (lambda x: None if x is None else x[idx])  # noqa: E731
-        return TextInput(self.t_cls[idx], self.t_tokens[idx], self.t_mask[idx], pick(self.w_pos), pick(self.w_freq))
+    @classmethod
+    def of(cls, text: TextFeatures, batch: dict[str, torch.Tensor]) -> TextInput:
+        """The encoder's features with the batch's Algorithm 1 weights (absent when the data leaves them out)."""
+        return cls(text.t_cls, text.t_tokens, text.t_mask, batch.get("w_pos"), batch.get("w_freq"))
 
 
 @dataclass
@@ -90,9 +92,6 @@ class VideoInput:
 
     v_h: torch.Tensor  # (B, N, D)
     frame_mask: torch.Tensor  # (B, N) bool
-
-    def __getitem__(self, idx) -> VideoInput:
-        return VideoInput(self.v_h[idx], self.frame_mask[idx])
 
 
 class Similarity(nn.Module):

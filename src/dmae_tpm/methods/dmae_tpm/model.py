@@ -47,8 +47,7 @@ class DMAETPM(RetrievalMethod):
 
     # -- the method interface ------------------------------------------------------------------------------------
     def embed_text(self, batch: dict[str, torch.Tensor]) -> TextInput:
-        text = self.encode_text(batch["tokens"])
-        return TextInput(text.t_cls, text.t_tokens, text.t_mask, batch.get("w_pos"), batch.get("w_freq"))
+        return TextInput.of(self.encode_text(batch["tokens"]), batch)
 
     def embed_video(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> VideoInput:
         video, v_h = self.encode_video(frames, frame_mask)
@@ -75,7 +74,7 @@ class DMAETPM(RetrievalMethod):
         """
         text = self.encode_text(batch["tokens"])
         video, v_h = self.encode_video(batch["frames"], batch["frame_mask"])
-        text_in = TextInput(text.t_cls, text.t_tokens, text.t_mask, batch.get("w_pos"), batch.get("w_freq"))
+        text_in = TextInput.of(text, batch)
         g_text, g_video = gather(text_in), gather(VideoInput(v_h, video.frame_mask))
         sim = self.score(g_text, g_video)  # (B_glob, B_glob)
         contrastive = self.contrastive(sim, self.logit_scale(), batch.get("ignore"))

@@ -26,9 +26,6 @@ class XText:
     words: torch.Tensor  # (B, L, D)
     word_mask: torch.Tensor  # (B, L) bool
 
-    def __getitem__(self, idx) -> XText:
-        return XText(self.s[idx], self.words[idx], self.word_mask[idx])
-
 
 @dataclass
 class XVideo:
@@ -37,9 +34,6 @@ class XVideo:
     v: torch.Tensor  # (B, D)
     frames: torch.Tensor  # (B, F, D)
     frame_mask: torch.Tensor  # (B, F) bool
-
-    def __getitem__(self, idx) -> XVideo:
-        return XVideo(self.v[idx], self.frames[idx], self.frame_mask[idx])
 
 
 def pooled_video(v_h: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -64,21 +58,18 @@ class MultiLevelSimilarity(nn.Module):
         self.v2w = CrossAttentionBlock(embed_dim, heads, dropout, init)
         self.word_frame = WordFrameSimilarity(embed_dim, max_words, max_frames, temperature)
 
-    def levels(self, text: XText, video: XVideo) -> dict[str, torch.Tensor]:
-        """Each level's (B_t, B_v) score."""
-        return {
-            "s_vs": text.s @ video.v.t(),
-            "s_fw": self.word_frame(text.words, text.word_mask, video.frames, video.frame_mask),
-            "s_s2f": sentence_to_frames(self.s2f, text.s, video.frames, video.frame_mask),
-            "s_v2w": video_to_words(self.v2w, video.v, text.words, text.word_mask),
-        }
+    def levels(self, text: XText, video: XVideo, cross: bool = True) -> dict[str, torch.Tensor]:
+        """Each level's (B_t, B_v) score; cross=False leaves out the two cross-attention levels."""
+        out = {"s_vs": text.s @ video.v.t(),
+               "s_fw": self.word_frame(text.words, text.word_mask, video.frames, video.frame_mask)}
+        if cross:
+            out["s_s2f"] = sentence_to_frames(self.s2f, text.s, video.frames, video.frame_mask)
+            out["s_v2w"] = video_to_words(self.v2w, video.v, text.words, text.word_mask)
+        return out
 
     def forward(self, text: XText, video: XVideo, full: bool = True) -> torch.Tensor:
         """S (B_t, B_v); full=False: the public code's test-time 1/2 (s_vs + s_fw) (no cross-attention)."""
-        s_vs = text.s @ video.v.t()
-        s_fw = self.word_frame(text.words, text.word_mask, video.frames, video.frame_mask)
+        lv = self.levels(text, video, cross=full)
         if not full:
-            return 0.5 * (s_vs + s_fw)
-        s_s2f = sentence_to_frames(self.s2f, text.s, video.frames, video.frame_mask)
-        s_v2w = video_to_words(self.v2w, video.v, text.words, text.word_mask)
-        return combine(s_vs, s_fw, s_s2f, s_v2w, self.alpha)
+            return 0.5 * (lv["s_vs"] + lv["s_fw"])
+        return combine(lv["s_vs"], lv["s_fw"], lv["s_s2f"], lv["s_v2w"], self.alpha)
