@@ -2,6 +2,7 @@
 
 import torch
 
+from dmae_tpm.features import map_fields
 from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
 from dmae_tpm.token_interaction import TokenWeights, all_pairs_token_interaction, cosine_tokens, token_interaction
 
@@ -124,9 +125,10 @@ def test_gradcheck_ti_and_wti():
         assert torch.autograd.gradcheck(lambda a, b, s=sim: s.plain(a, tm, b, vm), (t, v))
 
 
-def test_text_input_indexing():
+def test_text_input_slices_field_by_field():
     t = TextInput(torch.zeros(3, 2), torch.zeros(3, 4, 2), torch.ones(3, 4, dtype=torch.bool))
-    assert t[1:].t_cls.shape == (2, 2) and t[1:].w_pos is None
+    rows = map_fields(lambda x: x[1:], t)  # how the evaluator takes a chunk of captions
+    assert rows.t_cls.shape == (2, 2) and rows.t_tokens.shape == (2, 4, 2) and rows.w_pos is None
 
 
 def test_all_pairs_equals_the_broadcast_formulation_with_empty_rows():
