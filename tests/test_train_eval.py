@@ -76,6 +76,7 @@ def test_train_then_eval_checkpoint_end_to_end(bench, tmp_path):
     assert all("diag/hard_same_family_per_caption" in x for x in lines if "loss" in x)  # synthetic: families known
     assert any("eval" in x for x in lines)
     assert (tmp_path / "run" / "train.log").exists()
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000  # drawn at the end of the run
 
     ckpt = checkpoint.latest(tmp_path / "run")
     assert ckpt.name == "step_00000004.pt"

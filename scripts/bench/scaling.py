@@ -68,7 +68,7 @@ def plot(data: dict) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install -c constraints/ci.txt -e '.[bench]'): no plots")
+        print("matplotlib is not installed (pip install -c constraints/ci.txt -e .): no plots")
         return []
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 

@@ -226,27 +226,16 @@ def evaluate_checkpoint(cfg) -> dict | None:
     import json
     from pathlib import Path
 
-    from . import checkpoint
     from . import runtime as rt
     from .config import to_dict
     from .data import loaders
     from .metrics import format_table
-    from .model import build_model
 
     if not cfg.checkpoint:
         raise ValueError("dmae-eval needs checkpoint=PATH (a step_*.pt of a run, or a file holding a state_dict)")
     runtime = rt.setup(cfg.trainer)
     try:
-        state = checkpoint.load(cfg.checkpoint)
-        model_cfg = _model_config(cfg, state)
-        rt.seed_everything(cfg.seed)
-        # The checkpoint holds every weight, but not the activation: build what `pretrained` needs (QuickGELU for
-        # OpenAI's weights) without loading it, or the towers and temporal encoder compute other features.
-        model = build_model(model_cfg, load_pretrained=False).to(runtime.device)
-        hint = ("evaluate it with the model config it was trained with: drop the model overrides and keep "
-                "model_from_checkpoint=true" if not cfg.model_from_checkpoint or model_cfg is cfg.model else
-                "the file's config and its weights disagree: it was not written by dmae-train")
-        checkpoint.load_weights(model, state, cfg.checkpoint, hint)
+        model, model_cfg = load_model(cfg, runtime.device)
         loaders.prepare(cfg.data, model.backbone.image_size, model_cfg.max_frames)
         split, captions, videos = loaders.eval_datasets(
             cfg.data, model.backbone, model_cfg.max_words, model_cfg.max_frames
@@ -283,7 +272,28 @@ def evaluate_checkpoint(cfg) -> dict | None:
         rt.teardown()
 
 
-def _model_config(cfg, state: dict):
+def load_model(cfg, device, path: str | None = None):
+    """(model, its ModelConfig) of the checkpoint `path` (default cfg.checkpoint), weights loaded, on `device`, in
+    eval mode; the model config is the checkpoint's unless model_from_checkpoint=false (`_model_config`)."""
+    from . import checkpoint
+    from . import runtime as rt
+    from .model import build_model
+
+    path = path or cfg.checkpoint
+    state = checkpoint.load(path)
+    model_cfg = _model_config(cfg, state, path)
+    rt.seed_everything(cfg.seed)
+    # The checkpoint holds every weight, but not the activation: build what `pretrained` needs (QuickGELU for
+    # OpenAI's weights) without loading it, or the towers and temporal encoder compute other features.
+    model = build_model(model_cfg, load_pretrained=False).to(device)
+    hint = ("evaluate it with the model config it was trained with: drop the model overrides and keep "
+            "model_from_checkpoint=true" if not cfg.model_from_checkpoint or model_cfg is cfg.model else
+            "the file's config and its weights disagree: it was not written by dmae-train")
+    checkpoint.load_weights(model, state, path, hint)
+    return model.eval(), model_cfg
+
+
+def _model_config(cfg, state: dict, path=None):
     """The checkpoint's model config (model_from_checkpoint=true, a training checkpoint), else cfg.model; warns
     for each model value of this command that the checkpoint's config overrides."""
     from omegaconf import OmegaConf
@@ -299,7 +309,7 @@ def _model_config(cfg, state: dict):
     ignored = [f"model.{k}={asked[k]!r} (the checkpoint has {used.get(k)!r})" for k in asked if asked[k] != used.get(k)]
     if ignored:
         log.warning("evaluating %s with the model config it was trained with, not with: %s (set "
-                    "model_from_checkpoint=false to build the configured model instead)", cfg.checkpoint,
+                    "model_from_checkpoint=false to build the configured model instead)", path or cfg.checkpoint,
                     "; ".join(ignored[:8]) + (" ..." if len(ignored) > 8 else ""))
     return model_cfg
 

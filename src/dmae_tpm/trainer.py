@@ -364,6 +364,7 @@ class Trainer:
             )
             stopped = self._epoch(loader, start_step, stop_after)
             if stopped:
+                self._draw_curves()
                 return {"stopped_at_step": p.step}
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
             self.save()
@@ -371,7 +372,20 @@ class Trainer:
             if every and p.epoch % every == 0 and p.epoch < cfg.trainer.epochs and p.step < self.total_steps:
                 result = self.evaluate()
         result = self.evaluate()
+        self._draw_curves()
         return {"metrics": result, "step": p.step}
+
+    def _draw_curves(self) -> None:
+        """run_dir/curves.png from metrics.jsonl (rank 0); a figure that fails to draw never fails the run."""
+        if not (self.rt.is_main and self.log.enabled):
+            return
+        try:
+            from .curves import plot_curves
+
+            log.info("training curves: %s", plot_curves(self.run_dir))
+        except Exception as err:  # noqa: BLE001 -- matplotlib missing or a font problem: say so and go on
+            log.warning("could not draw the training curves (%s: %s); `dmae-curves %s` retries",
+                        type(err).__name__, err, self.run_dir)
 
     def _epoch(self, loader, start_step: int, stop_after: int | None) -> bool:
         cfg, p = self.cfg, self.progress

@@ -99,20 +99,25 @@ class TPMCL(nn.Module):
             "v_h_p": temporal(partial_video),  # (B, N, D)  the temporal encoder over v^p_tokens
         }
 
-    def forward(self, text: TextFeatures, video: VideoFeatures, v_h: torch.Tensor,
-                temporal: TemporalFn, score: PairScore) -> dict[str, torch.Tensor]:
-        p = self.partial_samples(text, video, temporal)
-        fm = video.frame_mask
+    def eq17_pairs(self, t_cls: torch.Tensor, p: dict, v_h: torch.Tensor, frame_mask: torch.Tensor,
+                   score: PairScore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(full, partial) scores (B,) of Eq. 17's three terms; `text_global_norm` picks how t_g, t_g^p score."""
         norm = self.cfg.text_global_norm
         score_g = length_kept(score) if norm == "none" else score  # S(t_g, .)
         score_gp = score if norm == "both" else length_kept(score)  # S(t_g^p, .)
-        s_cls_full, s_cls_part = score(text.t_cls, v_h, fm), score(text.t_cls, p["v_h_p"], fm)
-        s_g_full, s_g_vpart = score_g(p["t_g"], v_h, fm), score_g(p["t_g"], p["v_h_p"], fm)
-        s_gp_full = score_gp(p["t_g_p"], v_h, fm)
+        s_g_full = score_g(p["t_g"], v_h, frame_mask)
+        return {
+            "trpl1": (score(t_cls, v_h, frame_mask), score(t_cls, p["v_h_p"], frame_mask)),
+            "trpl2": (s_g_full, score_g(p["t_g"], p["v_h_p"], frame_mask)),
+            "trpl3": (s_g_full, score_gp(p["t_g_p"], v_h, frame_mask)),
+        }
+
+    def forward(self, text: TextFeatures, video: VideoFeatures, v_h: torch.Tensor,
+                temporal: TemporalFn, score: PairScore) -> dict[str, torch.Tensor]:
+        p = self.partial_samples(text, video, temporal)
+        pairs = self.eq17_pairs(text.t_cls, p, v_h, video.frame_mask, score)
         d = self.cfg.margin
-        trpl1 = triplet_partial_margin(s_cls_full, s_cls_part, d)  # Eq. (17)
-        trpl2 = triplet_partial_margin(s_g_full, s_g_vpart, d)
-        trpl3 = triplet_partial_margin(s_g_full, s_gp_full, d)
+        trpl1, trpl2, trpl3 = (triplet_partial_margin(*pairs[k], d) for k in ("trpl1", "trpl2", "trpl3"))  # Eq. (17)
         real_t, real_v = text.t_mask.float(), video.v_mask.float()
         return {
             "loss": trpl1 + trpl2 + trpl3,  # Eq. (18)
@@ -123,7 +128,7 @@ class TPMCL(nn.Module):
             "top_text_weight": p["w_t"].detach().amax(-1).mean(),
             "kept_text_weight": (p["w_t"].detach() * p["b_t"]).sum(-1).mean(),
             # the pairs each triplet term still pushes on (a term at 0 has every pair past the margin)
-            "inside_margin1": inside_margin(s_cls_full, s_cls_part, d),
-            "inside_margin2": inside_margin(s_g_full, s_g_vpart, d),
-            "inside_margin3": inside_margin(s_g_full, s_gp_full, d),
+            "inside_margin1": inside_margin(*pairs["trpl1"], d),
+            "inside_margin2": inside_margin(*pairs["trpl2"], d),
+            "inside_margin3": inside_margin(*pairs["trpl3"], d),
         }
