@@ -370,3 +370,60 @@ def test_a_missing_test_video_fails_at_start_up_unless_skipping_is_asked_for(tmp
     with caplog.at_level("WARNING"):
         out = train(cfg)
     assert out["step"] == 2 and "drops them and their captions" in caplog.text
+
+
+# -- mixed precision on CPU: the GPU's autocast and GradScaler paths, run here ----------------------------------
+
+def _one_batch(trainer):
+    from dmae_tpm.data import loaders
+
+    loader = loaders.train_loader(trainer.cfg.data, trainer.train_set, 1, 0, trainer.cfg.seed, 0, 0)
+    return trainer._batch(next(iter(loader)))
+
+
+@pytest.mark.parametrize("precision,dtype", [("auto", None), ("fp32", None), ("bf16", torch.bfloat16),
+                                             ("fp16", torch.float16)])
+def test_the_trainer_builds_and_steps_on_cpu_under_every_precision(bench, tmp_path, precision, dtype):
+    from dmae_tpm import runtime as rt
+    from dmae_tpm.trainer import Trainer
+
+    cfg = make_cfg(bench, tmp_path / "run", "trainer.device=cpu", f"trainer.precision={precision}")
+    runtime = rt.setup(cfg.trainer)
+    trainer = Trainer(cfg, runtime)
+    assert runtime.device.type == "cpu" and runtime.amp_dtype == dtype
+    assert trainer.scaler.is_enabled() == (precision == "fp16")  # bf16 needs no loss scaling
+    terms = trainer.step(_one_batch(trainer))
+    assert math.isfinite(terms["loss"])
+
+
+def test_bf16_autocast_trains_and_evaluates_on_cpu(bench, tmp_path):
+    out = train(make_cfg(bench, tmp_path / "run", "trainer.device=cpu", "trainer.precision=bf16"))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(x["loss"]) for x in lines if "loss" in x)
+    assert out["metrics"]["captions"] == 6 and 0 <= out["metrics"]["t2v"]["R@1"] <= 100
+
+
+def test_fp16_scaler_skips_a_step_on_inf_backs_off_and_resume_restores_it(bench, tmp_path):
+    from dmae_tpm import runtime as rt
+    from dmae_tpm.trainer import Trainer
+
+    cfg = make_cfg(bench, tmp_path / "run", "trainer.device=cpu", "trainer.precision=fp16")
+    trainer = Trainer(cfg, rt.setup(cfg.trainer))
+    batch = _one_batch(trainer)
+    trainer.step(batch)
+    scale = trainer.scaler.get_scale()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    param = next(p for p in trainer.model.parameters() if p.requires_grad)
+    hook = param.register_hook(lambda g: torch.full_like(g, float("inf")))  # an overflow in the backward pass
+    trainer.step(batch)
+    hook.remove()
+    assert trainer.scaler.get_scale() == scale * trainer.scaler.get_backoff_factor()
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), f"{key} changed although the step had an inf gradient"
+    trainer.step(batch)  # finite again: the step is taken
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    trainer.progress.step = 3
+    trainer.save()
+    saved = trainer.scaler.state_dict()
+    resumed = Trainer(cfg, rt.setup(cfg.trainer))
+    assert resumed._resumed and resumed.scaler.state_dict() == saved

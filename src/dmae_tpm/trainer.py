@@ -120,7 +120,8 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.trainer.max_steps)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp_dtype == torch.float16)
+        # fp16 only: bf16 has fp32's exponent range and needs no loss scaling
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
         self.progress = Progress()
         self._resume(found)
         if not self._resumed:  # per-rank streams from here on (a resumed run restores its saved ones)
