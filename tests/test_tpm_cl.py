@@ -544,3 +544,45 @@ def test_length_kept_score_has_finite_gradient_at_zero():
     out = length_kept(pair_score(sim))(q, v_h, torch.ones(2, 3, dtype=torch.bool))
     out.sum().backward()
     assert (out == 0).all() and torch.isfinite(q.grad).all()
+
+
+def _concatenated_weights(p, queries, query_mask, tokens, token_mask):
+    """Eqs. (10)-(11), (20)-(21) as written: the (B, T, 2D) joint built, LayerNorm and the MLP over it."""
+    queries = queries * query_mask.unsqueeze(-1).to(queries.dtype)
+    mixed = torch.einsum("tq,bqd->btd", p.mix[: tokens.shape[1], : queries.shape[1]], queries)
+    score = p.mlp(torch.cat([tokens, mixed], dim=-1)).squeeze(-1)
+    if p.normalize == "softmax":
+        return torch.softmax(score.masked_fill(~token_mask, float("-inf")), -1)
+    gate = torch.sigmoid(score) * token_mask
+    return gate / gate.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("side", ["video", "text"])
+@pytest.mark.parametrize("normalize", ["softmax", "sigmoid"])
+def test_factorised_predictor_equals_the_concatenated_joint(side, normalize):
+    """The first layer computed from each half's sums (no (B, T, 2D) joint) against the concatenation, float64:
+    weights and parameter gradients; then float32: the Adaptive Token Selector's masks are the same."""
+    torch.manual_seed(0)
+    q, t, d = (1, 40, 32) if side == "video" else (6, 12, 32)
+    p = CrossModalTokenWeightPredictor(q, t, d, normalize).double()
+    with torch.no_grad():  # move LayerNorm's affine and the biases off their identity / zero start
+        for prm in p.parameters():
+            prm.add_(torch.randn_like(prm) * 0.2)
+    queries = torch.randn(3, q, d, dtype=torch.float64) * 2 + 0.3
+    query_mask = torch.ones(3, q, dtype=torch.bool)
+    query_mask[1, q // 2 + 1 :] = False  # padded queries (none to pad on the video side)
+    tokens = torch.randn(3, t, d, dtype=torch.float64) + 0.1
+    token_mask = torch.ones(3, t, dtype=torch.bool)
+    token_mask[0, -4:] = False
+    got = p(queries, query_mask, tokens, token_mask)
+    want = _concatenated_weights(p, queries, query_mask, tokens, token_mask)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+    g_got = torch.autograd.grad((got * torch.arange(t)).sum(), list(p.parameters()))
+    g_want = torch.autograd.grad((want * torch.arange(t)).sum(), list(p.parameters()))
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
+    p32 = p.float()
+    args = (queries.float(), query_mask, tokens.float(), token_mask)
+    w32, w_ref = p32(*args), _concatenated_weights(p32, *args)
+    torch.testing.assert_close(w32, w_ref, atol=1e-6, rtol=1e-5)
+    assert torch.equal(informative_token_mask(w32, 0.6), informative_token_mask(w_ref, 0.6))
