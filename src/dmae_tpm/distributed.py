@@ -1,17 +1,17 @@
 """Gathering features across ranks so the contrastive losses see the global batch with exact gradients.
 
-`torch.distributed.nn.functional.all_gather` is differentiable: its backward sums, over ranks, the gradient
-each rank's loss sends to every slice. Every rank computes the same global loss, so a rank receives
+`gather_with_grad` is an all_gather whose backward sums, over ranks, the gradient each rank's loss sends to every
+slice and hands each rank its own slice's sum. Every rank computes the same global loss, so a rank receives
 world_size x its share of dL/dx, and DDP's gradient averaging divides that back: N processes with batch B/N
 give the gradients of one process with batch B. (CLIP4Clip's AllGather returns only the local slice of the
-gradient, which is not exact.)
+gradient, which is not exact.) torch's own `torch.distributed.nn.functional.all_gather` does the same but is
+deprecated, and its suggested replacement is a private module; this is plain `all_gather` + `all_reduce`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 
 from .features import map_fields
 
@@ -30,25 +30,30 @@ def barrier() -> None:
         dist.barrier()
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous: gloo's all_to_all (the backward of all_gather
-    on CPU) reads non-contiguous gradients as if they were contiguous and returns wrong values."""
+class _AllGather(torch.autograd.Function):
+    """x (B, ...) -> (world * B, ...), rank-major; backward: the gradient of the whole, summed over ranks
+    (all_reduce), then this rank's slice of it."""
 
     @staticmethod
     def forward(ctx, x):
-        return x.view_as(x)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, dim=0)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.contiguous()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # reduced in place; gloo needs it dense
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) on each rank -> (world * B, ...), rank-major, differentiable. Ranks must agree on B."""
     if world_size() == 1:
         return x
-    parts = dist_nn.all_gather(x.contiguous())
-    return torch.cat([_ContiguousGrad.apply(p) for p in parts], dim=0)
+    return _AllGather.apply(x.contiguous())
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
