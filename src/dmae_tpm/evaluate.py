@@ -219,10 +219,11 @@ def pop_ranks(result: dict) -> dict[str, list[int]]:
     return {d: result[d].pop("ranks") for d in ("t2v", "v2t") if "ranks" in result[d]}
 
 
-def evaluate_checkpoint(cfg) -> dict | None:
+def evaluate_checkpoint(cfg, out_dir=None) -> dict | None:
     """``dmae-eval``: load ``cfg.checkpoint``, evaluate on ``cfg.data``'s test split, print the table and write
-    ``run_dir/eval_results.json``. The model config stored in a training checkpoint is used (so an eval needs no
-    experiment override) unless ``model_from_checkpoint=false``."""
+    ``eval_results.json`` and the table (``eval.log``) into `out_dir` (default ``cfg.run_dir``; the command gives
+    each evaluation a folder of its own, `eval.output_dir`). The model config stored in a training checkpoint is
+    used (so an eval needs no experiment override) unless ``model_from_checkpoint=false``."""
     import json
     from pathlib import Path
 
@@ -249,9 +250,12 @@ def evaluate_checkpoint(cfg) -> dict | None:
         if runtime.is_main:
             ranks = pop_ranks(result)
             title = f"{cfg.data.name} {split.split}: {cfg.checkpoint}"
-            print(format_table(result, title=title))
-            out = Path(cfg.run_dir) / "eval_results.json"
+            table = format_table(result, title=title)
+            print(table)
+            out = Path(out_dir or cfg.run_dir) / "eval_results.json"
             out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out.parent / "eval.log", "a") as handle:  # beside Hydra's log lines, when it writes there
+                handle.write(table + "\n")
             out.write_text(
                 json.dumps(
                     {

@@ -101,6 +101,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, runtime: rt.Runtime):
         self.cfg, self.rt = cfg, runtime
         self.run_dir = Path(cfg.run_dir)
+        self._t_start, self._cpu_start = time.perf_counter(), time.process_time()  # this invocation's
         found = self._find_checkpoint()  # before the datasets are built: a refused resume fails in seconds
         clip_pretraining.prepare(cfg.model.backbone)  # the synthetic CLIP checkpoint, when configured and absent
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -374,7 +375,18 @@ class Trainer:
                 result = self.evaluate()
         result = self.evaluate()
         self._draw_curves()
+        self._summarise(result)
         return {"metrics": result, "step": p.step}
+
+    def _summarise(self, result: dict | None) -> None:
+        if not self.rt.is_main:
+            return
+        from .run_summary import format_summary, run_summary, write_summary
+
+        s = run_summary(self.run_dir, result, checkpoint.read_best(self.run_dir), self.progress.step,
+                        time.perf_counter() - self._t_start, time.process_time() - self._cpu_start)
+        write_summary(self.run_dir, s)
+        log.info("%s", format_summary(s))
 
     def _draw_curves(self) -> None:
         """run_dir/curves.png from metrics.jsonl (rank 0); a figure that fails to draw never fails the run."""

