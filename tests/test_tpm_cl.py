@@ -560,7 +560,7 @@ def _concatenated_weights(p, queries, query_mask, tokens, token_mask):
 @pytest.mark.parametrize("side", ["video", "text"])
 @pytest.mark.parametrize("normalize", ["softmax", "sigmoid"])
 def test_factorised_predictor_equals_the_concatenated_joint(side, normalize):
-    """The first layer computed from each half's sums (no (B, T, 2D) joint) against the concatenation, float64:
+    """The predictor (video side: the factorised first layer, no (B, T, 2D) joint) against the concatenation, float64:
     weights and parameter gradients; then float32: the Adaptive Token Selector's masks are the same."""
     torch.manual_seed(0)
     q, t, d = (1, 40, 32) if side == "video" else (6, 12, 32)

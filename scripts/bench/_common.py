@@ -77,6 +77,33 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# /proc/cpuinfo flag -> label, in the order shown: the instruction sets that decide fp32 / bf16 matmul speed on a CPU
+CPU_FLAGS = {
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "avx512_fp16": "AVX512-FP16",
+    "amx_tile": "AMX",
+    "amx_bf16": "AMX-BF16",
+}
+# the ones a reader checks for: stated as absent when missing
+KEY_CPU_FLAGS = ("AVX2", "AVX-512", "AVX512-BF16", "AMX")
+
+
+def cpu_flags() -> list[str] | None:
+    """Labels of the CPU_FLAGS that /proc/cpuinfo lists for the first CPU (None where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [label for flag, label in CPU_FLAGS.items() if flag in have]
+    except OSError:
+        pass
+    return None
+
+
 def _ram_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -101,6 +128,7 @@ def machine_info() -> dict[str, Any]:
         "open_clip": open_clip.__version__,
         "python": platform.python_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(),
     }
     with contextlib.suppress(OSError):
         info["load_avg_1m_at_start"] = round(os.getloadavg()[0], 2)
@@ -109,6 +137,35 @@ def machine_info() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
     return info
+
+
+def describe_cpu(m: dict[str, Any]) -> str:
+    """'AMD EPYC, 2 cores; AVX2, FMA (no AVX-512, AVX512-BF16, AMX); torch kernels AVX2, torch threads 2'."""
+    flags = m.get("cpu_flags")
+    if flags is None:
+        isa = "CPU flags not recorded"
+    else:
+        missing = [f for f in KEY_CPU_FLAGS if f not in flags]
+        isa = (", ".join(flags) or "none of AVX2 / AVX-512 / AMX") + (f" (no {', '.join(missing)})" if missing else "")
+    return (
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; {isa}; torch kernels {m.get('cpu_capability') or '?'}, "
+        f"torch threads {m.get('torch_threads', '?')}"
+    )
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    """The first line of every rendered section: when, at which commit and on what machine its figures were taken."""
+    m = data.get("machine", {})
+    gpu = m.get("gpu")
+    ram = f", RAM {m['ram_gib']} GiB" if m.get("ram_gib") else ""
+    return (
+        f"*Measured {m.get('date', '?')} (git {m.get('git_commit', '?')}) on {describe_cpu(m)}{ram}; "
+        f"GPU {gpu or 'none'}"
+        + (f" (run on {data['device']})" if gpu and str(data.get("device", "")).startswith("cuda") else "")
+        + f"; torch {m.get('torch', '?')}"
+        + (" — `--quick` sizes, not for the doc" if data.get("quick") else "")
+        + ".*\n"
+    )
 
 
 # ----- timing and memory -------------------------------------------------------------------------------------
@@ -223,26 +280,27 @@ def write_json(path: Path, data: dict) -> Path:
     return path
 
 
+def fmt(x: Any) -> str:
+    """A table cell: floats to about three significant digits, None as a dash."""
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        if abs(x) >= 10:
+            return f"{x:.1f}"
+        if abs(x) >= 0.01:
+            return f"{x:.3g}"
+        return f"{x:.2e}"
+    return str(x)
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table."""
-
-    def cell(x):
-        if x is None:
-            return "–"
-        if isinstance(x, float):
-            if x == 0:
-                return "0"
-            if abs(x) >= 100:
-                return f"{x:,.0f}"
-            if abs(x) >= 10:
-                return f"{x:.1f}"
-            if abs(x) >= 0.01:
-                return f"{x:.3g}"
-            return f"{x:.2e}"
-        return str(x)
-
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(x) for x in r) + " |" for r in rows]
     return "\n".join(lines)
 
 

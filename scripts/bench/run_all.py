@@ -53,8 +53,7 @@ def machine_block(results: dict, cuda: bool, wall: dict | None, load: dict | Non
     m = machines[0]
     lines = [
         f"- measured: {', '.join(sorted({x['date'] for x in machines}))} (git {m.get('git_commit', '?')})",
-        f"- CPU: {m['cpu']} ({m.get('cpu_capability', '')}), {m['cores']} cores visible, torch threads "
-        f"{m['torch_threads']}, RAM {m['ram_gib']} GiB" + ("" if cuda else " — a shared 2-core VM"),
+        f"- CPU: {C.describe_cpu(m)}, RAM {m['ram_gib']} GiB" + ("" if cuda else " — a shared 2-core VM"),
         f"- GPU: {m['gpu'] or 'none'}",
         f"- torch {m['torch']}, open_clip {m['open_clip']}, Python {m['python']}",
         "- 1-minute load average when each script started: "

@@ -79,7 +79,7 @@ def plot(data: dict) -> list[str]:
 
     written = []
     machine = data["machine"]
-    where = f"{data['device']}: {machine['cpu'] if data['device'] == 'cpu' else machine['gpu']}"
+    where = f"{data['device']}: {C.describe_cpu(machine) if data['device'] == 'cpu' else machine['gpu']}"
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for col, (sweep, xlabel) in enumerate(
         (("queries", "captions scored (videos fixed)"), ("videos", "videos scored (captions fixed)"))
@@ -146,7 +146,7 @@ def plot(data: dict) -> list[str]:
 
 
 def render(data: dict) -> str:
-    out = []
+    out = [C.machine_line(data)]
     for sweep in ("queries", "videos"):
         rows = [
             [

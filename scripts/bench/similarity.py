@@ -227,6 +227,7 @@ def _folds_words(variant: str) -> bool:
 def render(data: dict) -> str:
     rate = data["matmul"]
     lines = [
+        C.machine_line(data),
         f"Dense matmul reference ({rate['dtype']}, sampled 3 times before and after every measurement of the run; "
         "median, with the range of the samples): "
         + ", ".join(

@@ -333,6 +333,7 @@ def run_config(backbone, temporal_layers, batches, device, repeats, do_breakdown
 
 def render(data: dict) -> str:
     out = [
+        C.machine_line(data),
         f"Dense matmul reference ({data['matmul']['dtype']}, {data['matmul']['shape'][0]}^3, same run): "
         f"{data['matmul']['flops_per_s'] / 1e9:,.0f} GFLOP/s.\n"
     ]

@@ -181,9 +181,7 @@ def levels(sim, text, video, chunk, device, repeats) -> dict:
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
-    lines = [f"Measured {m['date']} (git {m.get('git_commit', '?')}) on {m['cpu']} ({m.get('cpu_capability', '')}), "
-             f"torch threads {m['torch_threads']}, GPU {m['gpu'] or 'none'}, torch {m['torch']}.\n"]
+    lines = [C.machine_line(data)]
     a = data["forms"]
     r0 = a["rows"][0]
     lines.append(f"Time of the whole evaluation scoring, {r0['captions']:,} captions x {r0['videos']:,} videos, "

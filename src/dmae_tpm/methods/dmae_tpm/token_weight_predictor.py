@@ -43,7 +43,12 @@ class CrossModalTokenWeightPredictor(nn.Module):
             raise ValueError(f"token weight predictor built for {self.mix.shape[1]} queries x "
                              f"{self.mix.shape[0]} tokens, got {q_len} x {t_len}; raise max_words/max_frames")
         queries = queries * query_mask.unsqueeze(-1).to(queries.dtype)  # padded frames must not leak in
-        hidden = self.first_layer(self.mix[:t_len, :q_len], queries, tokens)  # (B, T, D/2)
+        mix = self.mix[:t_len, :q_len]
+        if q_len == 1:  # the video side: the t_cls half is rank one, factorised (measured 1.9x, 206 -> 94 MiB)
+            hidden = self.first_layer(mix, queries, tokens)  # (B, T, D/2)
+        else:  # the text side: N frames mixed into M rows; factorising measured no faster here
+            mixed = torch.einsum("tq,bqd->btd", mix, queries)  # (B, T, D)  Eq. (20)
+            hidden = self.mlp[1](self.mlp[0](torch.cat([tokens, mixed], dim=-1)))  # Eq. (21), (B, T, 2D) joint
         score = self.mlp[3](self.mlp[2](hidden)).squeeze(-1)  # (B, T)
         token_mask = token_mask.bool()
         if self.normalize == "softmax":
@@ -53,32 +58,25 @@ class CrossModalTokenWeightPredictor(nn.Module):
 
 
     def first_layer(self, mix: torch.Tensor, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Linear(LayerNorm([tokens; mix @ queries])) of Eqs. (20)-(21), without building the (B, T, 2D) joint.
-
-        LayerNorm's mean and variance come from each half's sums; the first Linear splits into a token half and a
-        query half, and the query half is projected before mixing (linear, so mix @ (queries W_q^T) is the same).
-        For one query (the video side, t_cls) no mixed row is materialised at all: row t is mix[t] * t_cls.
-        Equal to the concatenated form (tests/test_tpm_cl.py); statistics in float32 as LayerNorm under autocast.
-        """
+        """Linear(LayerNorm([tokens; mix @ queries])) of Eqs. (20)-(21) for one query (B, 1, D), without the
+        (B, T, 2D) joint: mixed row t is mix[t] * q, so LayerNorm's mean and variance come from each half's sums
+        and the first Linear splits into a token half and a query half computed once per sample. Equal to the
+        concatenated form (tests/test_tpm_cl.py); statistics in float32 (float64 stays), as LayerNorm's under
+        autocast."""
         norm, linear = self.mlp[0], self.mlp[1]
         d = tokens.shape[-1]
         g_t, g_q = norm.weight[:d], norm.weight[d:]
         w_t, w_q = linear.weight[:, :d], linear.weight[:, d:]  # (H, D) each
-        acc = torch.promote_types(tokens.dtype, torch.float32)  # float32 under autocast, float64 stays
-        t_acc = tokens.to(acc)
-        if queries.shape[1] == 1:
-            c, m = queries[:, 0].to(acc), mix[:, 0].to(acc)  # (B, D), (T,)
-            s1 = t_acc.sum(-1) + m * c.sum(-1, keepdim=True)  # (B, T)
-            s2 = t_acc.square().sum(-1) + m.square() * c.square().sum(-1, keepdim=True)
-        else:
-            mixed = torch.einsum("tq,bqd->btd", mix.to(acc), queries.to(acc))  # (B, T, D)  Eq. (20)
-            s1, s2 = t_acc.sum(-1) + mixed.sum(-1), t_acc.square().sum(-1) + mixed.square().sum(-1)
-        mean = s1 / (2 * d)
-        inv_std = torch.rsqrt((s2 / (2 * d) - mean.square()).clamp_min(0) + norm.eps)  # (B, T)
+        acc = torch.promote_types(tokens.dtype, torch.float32)
+        t_acc, c, m = tokens.to(acc), queries[:, 0].to(acc), mix[:, 0].to(acc)  # (B, T, D), (B, D), (T,)
+        mean = (t_acc.sum(-1) + m * c.sum(-1, keepdim=True)) / (2 * d)  # (B, T)
+        square = (t_acc.square().sum(-1) + m.square() * c.square().sum(-1, keepdim=True)) / (2 * d)
+        inv_std = torch.rsqrt((square - mean.square()).clamp_min(0) + norm.eps)  # (B, T)
         a_t = F.linear(tokens * g_t, w_t)  # (B, T, H)
-        a_q = torch.einsum("tq,bqh->bth", mix.to(a_t.dtype), F.linear(queries * g_q, w_q))  # (B, T, H)
+        a_q = F.linear(queries[:, 0] * g_q, w_q)  # (B, H): once per sample
         centre = (w_t @ g_t + w_q @ g_q) * mean.unsqueeze(-1)  # mean x W g: (B, T, H)
-        return (a_t + a_q - centre) * inv_std.unsqueeze(-1) + (linear.weight @ norm.bias + linear.bias)
+        shift = m.to(a_t.dtype)[None, :, None] * a_q[:, None, :]  # (B, T, H)
+        return (a_t + shift - centre) * inv_std.unsqueeze(-1) + (linear.weight @ norm.bias + linear.bias)
 
 
 def text_token_weights(predictor: CrossModalTokenWeightPredictor, f_cls, frame_mask, t_tokens, t_mask):
