@@ -465,3 +465,14 @@ def test_dmae_eval_writes_its_own_folder_and_leaves_the_training_run_alone(bench
     (folder,) = (run / "eval").iterdir()
     assert json.loads((folder / "eval_results.json").read_text())["results"]["captions"] == 6
     assert "Text-to-Video" in (folder / "eval.log").read_text() and (folder / ".hydra" / "overrides.yaml").exists()
+
+
+def test_progress_in_a_log_file_is_plain_lines_over_the_whole_run(bench, tmp_path, caplog):
+    """Issue 17 item 6: with stderr not a terminal (here: pytest's capture) no tqdm redraws, one line per logging
+    step with the run's step count, epochs counted from 1, both learning rates and an ETA."""
+    caplog.set_level("INFO", logger="dmae_tpm.trainer")
+    train(make_cfg(bench, tmp_path / "run", "trainer.progress=true", "trainer.log_every=2"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [x.split(" (")[0] for x in lines] == ["step 2/4", "step 4/4"]
+    assert "(epoch 1/2)" in lines[0] and "(epoch 2/2)" in lines[1]
+    assert all("lr_clip" in x and "ETA" in x for x in lines)

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,7 +359,8 @@ class Trainer:
     def fit(self) -> dict:
         cfg, p = self.cfg, self.progress
         stop_after = cfg.trainer.stop_after_steps
-        start_step = p.step
+        start_step = self._first_step = p.step
+        self._t_fit = time.perf_counter()
         result = None
         while p.epoch < cfg.trainer.epochs and p.step < self.total_steps:
             loader = loaders.train_loader(
@@ -402,11 +404,15 @@ class Trainer:
 
     def _epoch(self, loader, start_step: int, stop_after: int | None) -> bool:
         cfg, p = self.cfg, self.progress
+        # One bar over the whole run (its ETA is the run's), epochs counted from 1 as "epoch 1/2"; in a log file
+        # (stderr not a terminal) plain lines at each logging step instead of carriage-return redraws.
+        shown = self.rt.is_main and cfg.trainer.progress
+        self._plain = shown and not sys.stderr.isatty()
         bar = tqdm(
-            total=self.steps_per_epoch,
-            initial=p.batch_in_epoch,
-            desc=f"epoch {p.epoch}",
-            disable=not (self.rt.is_main and cfg.trainer.progress),
+            total=self.total_steps,
+            initial=p.step,
+            desc=f"epoch {p.epoch + 1}/{cfg.trainer.epochs}",
+            disable=not shown or self._plain,
             dynamic_ncols=True,
         )
         t_last, wait, failed, tried = time.perf_counter(), 0.0, 0, 0
@@ -453,12 +459,16 @@ class Trainer:
         if self.rt.device.type == "cuda":  # peak of this logging window, for sizing batches and spotting leaks
             record["gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(self.rt.device) / 2**30
             torch.cuda.reset_peak_memory_stats(self.rt.device)
-        bar.set_postfix(
-            loss=f"{terms['loss']:.4f}",
-            lr=f"{lrs.get('other_decay', 0):.2e}",
-            clips_s=f"{clips:.1f}",
-            wait=f"{record['data_wait']:.0%}",
-        )
+        post = {"loss": f"{terms['loss']:.4f}", "lr": f"{lrs.get('other_decay', 0):.2e}",
+                "lr_clip": f"{lrs.get('clip_decay', 0):.2e}", "clips_s": f"{clips:.1f}",
+                "wait": f"{record['data_wait']:.0%}"}
+        bar.set_postfix(**post)
+        if getattr(self, "_plain", False):
+            p, total = self.progress, self.total_steps
+            done = p.step - self._first_step
+            eta = (time.perf_counter() - self._t_fit) / max(done, 1) * (total - p.step)
+            log.info("step %d/%d (epoch %d/%d) %s, ETA %.1f min", p.step, total, p.epoch + 1,
+                     self.cfg.trainer.epochs, " ".join(f"{k} {v}" for k, v in post.items()), eta / 60)
         self.log.write(record, self.progress.step)
 
 
