@@ -13,6 +13,7 @@ turns close scores into exact ties and, with ties counted against the query, cos
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import fields
 
 import torch
@@ -47,11 +48,20 @@ def _cat(*xs: torch.Tensor) -> torch.Tensor:
     return torch.cat(xs)
 
 
+def _progress(loader: DataLoader, desc: str):
+    """`loader` with a tqdm bar on rank 0 when stderr is a terminal (a log file gets no redraws)."""
+    if distributed.rank() != 0 or not sys.stderr.isatty():
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
 @torch.no_grad()
 def encode_captions(model: RetrievalMethod, loader: DataLoader, device, autocast, dtype):
     """The method's caption embedding of every caption of `loader`, floats stored in `dtype`."""
     parts = []
-    for batch in loader:
+    for batch in _progress(loader, "eval: captions"):
         batch = _to(batch, device)
         with autocast():
             parts.append(map_fields(_as(dtype), model.embed_text(batch)))
@@ -71,7 +81,7 @@ def encode_videos(model: RetrievalMethod, loader: DataLoader, device, autocast, 
     """The method's video embedding of every video of `loader`, and ok (V,): unreadable videos (skipped on request)
     are not encoded, their rows are zeros (masks False)."""
     parts, oks = [], []
-    for batch in loader:
+    for batch in _progress(loader, "eval: videos"):
         batch = _to(batch, device)
         ok = batch["ok"]
         oks.append(ok)

@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import pickle
 import random
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKGROUNDS",
@@ -1112,12 +1115,19 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> dict[str, Any]:
         jobs = [
             (videos[i::chunks], str(tmp / "videos"), cfg.noise, cfg.position_jitter, cfg.crf) for i in range(chunks)
         ]
+        log.info("generating %d synthetic videos into %s (%d workers)", len(videos), out_dir, cfg.workers)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="synthetic videos", unit="part", disable=not sys.stderr.isatty())
         if cfg.workers > 1 and len(videos) >= 32:
             with concurrent.futures.ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-                list(pool.map(_write_videos, jobs))
+                for _ in pool.map(_write_videos, jobs):
+                    bar.update(1)
         else:
             for job in jobs:
                 _write_videos(job)
+                bar.update(1)
+        bar.close()
         timings["videos"] = time.perf_counter() - start - timings["plan"]
         _write_annotations(cfg, videos, tmp)
         meta = {"format_version": FORMAT_VERSION, "seed": cfg.seed, "config": cfg.identity()}
