@@ -32,6 +32,7 @@ import _common as C  # noqa: E402
 
 from dmae_tpm.config import EvalConfig  # noqa: E402
 from dmae_tpm.evaluate import fp32_scoring, similarity_chunked  # noqa: E402
+from dmae_tpm.features import map_fields  # noqa: E402
 from dmae_tpm.methods.xmlnet.cross_attention import sentence_to_frames, video_to_words  # noqa: E402
 from dmae_tpm.methods.xmlnet.similarity import MultiLevelSimilarity, XText, XVideo, combine, pooled_video  # noqa: E402
 
@@ -251,7 +252,9 @@ def main(argv=None) -> int:
     print(f"(a) full and global_fine at {n} x {n}, chunk {default[0]} x {default[1]}")
     forms = time_forms(sim, text, video, default, device, repeats)
     print(f"(b) full S against the chunk size, {sweep_q} x {sweep_v}")
-    sweep = chunk_sweep(sim, text[:sweep_q], video[:sweep_v], chunks, default, device, 1)
+    rows_of = (lambda n: lambda x: x[:n])  # noqa: E731 -- the first n captions / videos, field by field
+    sweep = chunk_sweep(sim, map_fields(rows_of(sweep_q), text), map_fields(rows_of(sweep_v), video), chunks, default,
+                        device, 1)
     print(f"(c) levels on one {level_chunk[0]} x {level_chunk[1]} chunk")
     lv = levels(sim, text, video, level_chunk, device, max(3, repeats))
     data = C.result(
