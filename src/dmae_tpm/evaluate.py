@@ -232,8 +232,8 @@ def pop_ranks(result: dict) -> dict[str, list[int]]:
 def evaluate_checkpoint(cfg, out_dir=None) -> dict | None:
     """``dmae-eval``: load ``cfg.checkpoint``, evaluate on ``cfg.data``'s test split, print the table and write
     ``eval_results.json`` and the table (``eval.log``) into `out_dir` (default ``cfg.run_dir``; the command gives
-    each evaluation a folder of its own, `eval.output_dir`). The model config stored in a training checkpoint is
-    used (so an eval needs no experiment override) unless ``model_from_checkpoint=false``."""
+    each evaluation a folder of its own, `dmae_tpm.eval.output_dir`). The model config stored in a training
+    checkpoint is used (so an eval needs no experiment override) unless ``model_from_checkpoint=false``."""
     import json
     from pathlib import Path
 

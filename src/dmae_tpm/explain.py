@@ -307,11 +307,6 @@ def _draw_scores(axis, expl: dict) -> None:
 
 
 # -- the command -----------------------------------------------------------------------------------------------
-def _device(cfg) -> torch.device:
-    want = cfg.trainer.device
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want)
-
-
 def _mode(tool: dict) -> str:
     if "checkpoint" not in tool:
         raise ToolArgsError(f"{PROG} needs checkpoint=PATH\n{usage(KEYS)}")
@@ -354,12 +349,21 @@ def _entry_input(cfg, model, model_cfg, entry: str):
 
 
 def run(argv: list[str]) -> Path:
-    from .evaluate import load_model
+    from . import runtime as rt
 
     tool, overrides = split_args(argv, KEYS)
     mode = _mode(tool)
     cfg = compose(overrides)
-    device = _device(cfg)
+    runtime = rt.setup(cfg.trainer)  # the device as the trainer and dmae-eval pick it
+    try:
+        return _explain(cfg, tool, mode, runtime.device)
+    finally:
+        rt.teardown()
+
+
+def _explain(cfg, tool: dict, mode: str, device: torch.device) -> Path:
+    from .evaluate import load_model
+
     model, model_cfg = load_model(cfg, device, tool["checkpoint"])
     require_dmae(model)
     if mode == "free":

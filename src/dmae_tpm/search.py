@@ -18,7 +18,7 @@ import torch
 
 from . import runtime as rt
 from .checkpoint import CorruptCheckpointError, ModelMismatchError
-from .evaluate import encode_videos, load_model, similarity_chunked
+from .evaluate import encode_captions, encode_videos, load_model, similarity_chunked
 from .features import map_fields
 from .query_text import query_batch
 from .tool_args import ToolArgsError, compose, exit_with, split_args
@@ -50,12 +50,10 @@ def read_queries(tool: dict) -> list[str]:
     return queries
 
 
-@torch.no_grad()
 def embed_queries(model, data_cfg, queries: list[str], max_words: int, runtime):
+    """The queries as the evaluator embeds captions (one batch), floats in float32."""
     batch = query_batch(model.backbone, data_cfg, queries, max_words)
-    with runtime.autocast():
-        text = model.embed_text({k: v.to(runtime.device) for k, v in batch.items()})
-    return map_fields(lambda x: x.float() if x.is_floating_point() else x, text)
+    return encode_captions(model, [batch], runtime.device, runtime.autocast, torch.float32)
 
 
 def score(model, text, video, eval_cfg) -> torch.Tensor:
@@ -63,13 +61,17 @@ def score(model, text, video, eval_cfg) -> torch.Tensor:
     return similarity_chunked(model, text, video, eval_cfg.text_chunk, eval_cfg.video_chunk).cpu()
 
 
-def ranked_table(queries: list[str], names: list[str], sim: torch.Tensor, top_k: int) -> str:
+def top(sim: torch.Tensor, k: int) -> list[list[tuple[float, int]]]:
+    """Each row's k best (score, column), best first."""
+    values, order = sim.topk(min(k, sim.shape[1]), dim=1)
+    return [list(zip(v, i, strict=True)) for v, i in zip(values.tolist(), order.tolist(), strict=True)]
+
+
+def ranked_table(queries: list[str], names: list[str], best: list[list[tuple[float, int]]]) -> str:
     lines = []
-    for q, row in zip(queries, sim, strict=True):
-        values, order = row.topk(min(top_k, len(names)))
+    for q, row in zip(queries, best, strict=True):
         lines.append(f"query: {q}")
-        pairs = zip(values.tolist(), order.tolist(), strict=True)
-        lines += [f"  {r + 1:>3}  {v:8.4f}  {names[i]}" for r, (v, i) in enumerate(pairs)]
+        lines += [f"  {r + 1:>3}  {v:8.4f}  {names[i]}" for r, (v, i) in enumerate(row)]
     return "\n".join(lines)
 
 
@@ -82,17 +84,14 @@ def search_folder(cfg, tool: dict, runtime) -> dict:
                         refresh=str(tool.get("refresh", "false")).lower() == "true")
     text = embed_queries(model, cfg.data, queries, model_cfg.max_words, runtime)
     sim = score(model, text, map_fields(lambda x: x.to(runtime.device), index.embedding), cfg.eval)
-    top_k = int(tool.get("top_k", 5))
-    print(ranked_table(queries, index.names, sim, top_k))
+    best = top(sim, int(tool.get("top_k", 5)))
+    print(ranked_table(queries, index.names, best))
     print(f"{len(index.names)} videos indexed ({index.encoded_now} encoded now, the rest from the cache)"
           + (f"; {len(index.skipped)} skipped as unreadable (listed above)" if index.skipped else ""))
     from .figures import contact_sheet
 
-    rows = []
-    for q, row in zip(queries, sim, strict=True):
-        values, order = row.topk(min(top_k, len(index.names)))
-        rows.append((q, [[(index.root / index.names[i], f"{index.names[i]}  {v:.3f}", False)]
-                         for v, i in zip(values.tolist(), order.tolist(), strict=True)]))
+    rows = [(q, [[(index.root / index.names[i], f"{index.names[i]}  {v:.3f}", False)] for v, i in row])
+            for q, row in zip(queries, best, strict=True)]
     out = contact_sheet(rows, tool.get("out", "outputs/search.png"), cfg.data.fps, int(tool.get("frames", 4)),
                         model.backbone.image_size)
     print(f"contact sheet: {out}")
@@ -114,8 +113,6 @@ def _split_scores(cfg, path: str, entries: list[int], runtime):
                             f"{len(split.captions)} captions (0 ... {len(split.captions) - 1})")
     picked = torch.utils.data.Subset(captions, entries)
     ld = loaders.eval_loaders(cfg.data, picked, videos, 1, 0)
-    from .evaluate import encode_captions
-
     text = encode_captions(model, ld["captions"], runtime.device, runtime.autocast, torch.float32)
     video, ok = encode_videos(model, ld["videos"], runtime.device, runtime.autocast, torch.float32)
     sim = score(model, text, video, cfg.eval)
@@ -125,19 +122,17 @@ def _split_scores(cfg, path: str, entries: list[int], runtime):
 
 def fig5(cfg, tool: dict, runtime) -> dict:
     entries = [int(e) for e in tool.get("entry", [])] or [0, 1, 2, 3]
-    top_k = int(tool.get("top_k", 3))
+    k = int(tool.get("top_k", 3))
     sim_a, split, source = _split_scores(cfg, tool["checkpoint"], entries, runtime)
     sim_b, _, _ = _split_scores(cfg, tool["other"], entries, runtime)
+    best = {"A": top(sim_a, k), "B": top(sim_b, k)}
     from .figures import contact_sheet
 
     rows = []
     for r, e in enumerate(entries):
         truth = split.caption_video[e]
-        cells = []
-        for label, sim in (("A", sim_a), ("B", sim_b)):
-            values, order = sim[r].topk(min(top_k, sim.shape[1]))
-            cells.append([(source.paths[split.video_ids[i]], f"{label}: {split.video_ids[i]}  {v:.3f}", i == truth)
-                          for v, i in zip(values.tolist(), order.tolist(), strict=True)])
+        cells = [[(source.paths[split.video_ids[i]], f"{label}: {split.video_ids[i]}  {v:.3f}", i == truth)
+                  for v, i in best[label][r]] for label in ("A", "B")]
         rows.append((f"[{e}] {split.captions[e]}  (A = {Path(tool['checkpoint']).name}, B = "
                      f"{Path(tool['other']).name}; ground truth framed)", cells))
         for label, sim in (("A", sim_a), ("B", sim_b)):

