@@ -2,7 +2,7 @@
 
 import sys
 
-from dmae_tpm.data.frame_cache import main
+from dmae_tpm.data.frame_cache_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

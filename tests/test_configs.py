@@ -341,3 +341,44 @@ def test_train_help_describes_the_tool_and_lists_the_experiments():
     out = subprocess.run([sys.executable, "-m", "dmae_tpm.train", "--help"], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "dmae-train" in out and "Common overrides" in out and "msrvtt_vitb32_wti" in out and "xmlnet" in out
+
+
+# Runs an entry point's main in a fresh interpreter, then names the heavy modules it imported.
+_PROBE = """
+import sys
+from importlib import import_module
+module, func, *args = sys.argv[1:]
+sys.argv = [module] + args
+try:
+    getattr(import_module(module), func)()
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("torch", "open_clip", "spacy", "sklearn", "matplotlib") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("entry, args, says", [
+    ("dmae_tpm.train:main", ["--help"], "dmae-train"),
+    ("dmae_tpm.train:main", ["model.tpm.treshold=0.5"], "treshold"),
+    ("dmae_tpm.train:main", ["trainer.best_metric=t2v.R@2"], "unknown metric"),
+    ("dmae_tpm.train:main", ["model.tpm.threshold=1.5"], "tpm.threshold"),
+    ("dmae_tpm.eval:main", ["--help"], "dmae-train"),  # one config, one help page
+    ("dmae_tpm.tool_args:search_main", ["--help"], "videos="),
+    ("dmae_tpm.tool_args:search_main", ["checkpoint=x", "videos=y", "data.bogus=1"], "bogus"),
+    ("dmae_tpm.tool_args:explain_main", ["checkpoint=x"], "caption="),
+    ("dmae_tpm.data.frame_cache_cli:main", ["--help"], "dmae-frame-cache"),
+    ("dmae_tpm.data.check:main", ["--help"], "--decode"),
+    ("dmae_tpm.data.synthetic:main", ["--help"], "usage"),
+    ("dmae_tpm.curves:main", ["--help"], "usage"),
+    ("dmae_tpm.compare:main", ["--help"], "usage"),
+])
+def test_entry_points_answer_help_and_config_errors_before_importing_torch(tmp_path, entry, args, says):
+    """Issue 17.9: --help and a bad config answer in about a second, not after 10 s of importing torch."""
+    import subprocess
+    import sys
+
+    module, func = entry.split(":")
+    out = subprocess.run([sys.executable, "-c", _PROBE, module, func, *args], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert says in out.stdout + out.stderr
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-2000:]

@@ -12,6 +12,7 @@ import torch
 from _media import write_gradient_video, write_msrvtt_annotations
 
 from dmae_tpm.data import frame_cache as fc
+from dmae_tpm.data import frame_cache_cli
 from dmae_tpm.data.dataset import VideoSource
 from dmae_tpm.data.frame_cache import FrameCache, FrameCacheError, build_frame_cache
 from dmae_tpm.data.video import FrameSamplingConfig, VideoDecodeError, read_frames, resize_crop
@@ -223,7 +224,8 @@ def test_cli_builds_usable_cache(tmp_path, videos, capsys):
     )
     out = tmp_path / "cache"
     paths_args = ["--annotations", str(ann), "--videos", str(video_root), "--out", str(out)]
-    rc = fc.main(["--dataset", "msrvtt", *paths_args, *"--image-size 32 --max-frames 4 --fps 1 --workers 0".split()])
+    sizes = "--image-size 32 --max-frames 4 --fps 1 --workers 0".split()
+    rc = frame_cache_cli.main(["--dataset", "msrvtt", *paths_args, *sizes])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["videos"] == 4 and summary["failed"] == 1 and summary["cached"] is False

@@ -348,7 +348,7 @@ def test_tied_exact_equality_and_infinities():
 
 
 def test_tied_is_not_a_selectable_metric():
-    from dmae_tpm.metrics import check_metric_name
+    from dmae_tpm.metric_names import check_metric_name
 
     with pytest.raises(ValueError, match="unknown metric 't2v.tied'"):
         check_metric_name("t2v.tied")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
@@ -20,6 +18,7 @@ from open_clip.transform import merge_preprocess_dict
 from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
 
+from .config import BackboneConfig
 from .features import TextFeatures, VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -30,18 +29,6 @@ SUPPORTED = (
 )
 # Entries of TorchScript checkpoints that are not weights of an open_clip CLIP model.
 _TORCHSCRIPT_EXTRA_KEYS = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
-
-
-@dataclass
-class BackboneConfig:
-    """Which CLIP backbone to build (Appendix A.1)."""
-
-    name: str = "ViT-B-32"  # any open_clip model name (see open_clip.list_models()) or "dmae-tiny"
-    pretrained: str | None = None  # None: random init; an open_clip tag ("openai"); or a checkpoint file
-    # Or the CLIP pre-trained on the synthetic world (clip_pretraining.PretrainConfig fields), built when absent.
-    pretrain: dict[str, Any] | None = None
-    grad_checkpointing: bool = False  # activation checkpointing of both towers
-    word_mask_specials: bool = True  # t_mask covers [BOS] and [EOS] too, as DRL and the authors count them (D1)
 
 
 def register_model_configs() -> None:

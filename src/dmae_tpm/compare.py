@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .metrics import COLUMNS, check_metric_name, metric_score
+from .metric_names import COLUMNS, check_metric_name, metric_score
 from .run_records import RunFolderError, evaluations, read_records, run_name
 
 TABLE_COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MeanR")

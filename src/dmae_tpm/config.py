@@ -2,6 +2,10 @@
 
 ``configs/config.yaml`` composes the groups (model, loss, data, optim, trainer, eval, experiment); `to_run_config`
 merges the result into `RunConfig`, so a misspelt key or a wrong type fails before anything is built.
+
+Every config module (this one, ``methods/*/config.py``, ``data/config.py``, ``metric_names.py``) is torch-free:
+the entry points compose and check a config in about a second and import torch and open_clip (~10 s) only to run
+it. The shared parts' configs (backbone, temporal encoder, model) live here; each module re-exports its own.
 """
 
 from __future__ import annotations
@@ -11,14 +15,72 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import at_least
-from .data.loaders import DataConfig
-from .metrics import check_metric_name
-from .model import ModelConfig
+from .data.config import DataConfig
+from .methods.dmae_tpm.config import LossConfig, SimilarityConfig, TPMConfig
+from .methods.xmlnet.config import XMLNetConfig
+from .metric_names import check_metric_name
+
+
+@dataclass
+class BackboneConfig:
+    """Which CLIP backbone to build (Appendix A.1)."""
+
+    name: str = "ViT-B-32"  # any open_clip model name (see open_clip.list_models()) or "dmae-tiny"
+    pretrained: str | None = None  # None: random init; an open_clip tag ("openai"); or a checkpoint file
+    # Or the CLIP pre-trained on the synthetic world (clip_pretraining.PretrainConfig fields), built when absent.
+    pretrain: dict[str, Any] | None = None
+    grad_checkpointing: bool = False  # activation checkpointing of both towers
+    word_mask_specials: bool = True  # t_mask covers [BOS] and [EOS] too, as DRL and the authors count them (D1)
+
+
+@dataclass
+class TemporalConfig:
+    type: str = "seqTransf"  # "meanP" | "seqTransf"
+    input: str = "v_tokens"  # "v_tokens" | "f_cls"
+    layers: int = 4
+    max_frames: int = 64  # size of the frame position table
+    head_width: int = 64
+    # "auto": from CLIP's text layers when pretrained weights are loaded and fit, else the identity (D3);
+    # "random": the layers' own random init (the library before issue 10)
+    init: str = "auto"
+
+    def __post_init__(self):
+        if self.type not in ("meanP", "seqTransf"):
+            raise ValueError(f"temporal.type must be 'meanP' or 'seqTransf', got {self.type!r}")
+        if self.init not in ("auto", "random"):
+            raise ValueError(f"temporal.init must be 'auto' or 'random', got {self.init!r}")
+        if self.input not in ("v_tokens", "f_cls"):
+            raise ValueError(f"temporal.input must be 'v_tokens' or 'f_cls', got {self.input!r}")
+
+
+METHODS = ("dmae_tpm", "xmlnet")
+
+
+@dataclass
+class ModelConfig:
+    method: str = "dmae_tpm"  # "dmae_tpm" | "xmlnet": which folder of methods/ the trainer and evaluator run
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    # DMAE-TPM's parts (read only when method=dmae_tpm; at the top level so paper configs and checkpoints keep
+    # their keys)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    tpm: TPMConfig = field(default_factory=TPMConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    xmlnet: XMLNetConfig = field(default_factory=XMLNetConfig)  # read only when method=xmlnet
+    max_words: int = 32  # Sec. 4.1: 32 for MSR-VTT/MSVD, 64 for DiDeMo/ActivityNet
+    max_frames: int = 12  # Sec. 4.1: 12 for MSR-VTT/MSVD, 64 for DiDeMo/ActivityNet
+    logit_scale_max: float = 100.0  # tau is CLIP's learned logit scale, clamped as in CLIP
+
+    def __post_init__(self):
+        at_least("model", self, max_words=3, max_frames=1)  # max_words: [BOS], one word, [EOS]
+        if self.method not in METHODS:
+            raise ValueError(f"model.method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
 
 @dataclass

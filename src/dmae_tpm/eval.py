@@ -15,7 +15,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .config import run_hydra, to_run_config
-from .evaluate import evaluate_checkpoint
 
 
 def output_dir(argv: list[str], stamp: str) -> str:
@@ -32,7 +31,10 @@ def output_dir(argv: list[str], stamp: str) -> str:
 def _evaluate(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    evaluate_checkpoint(to_run_config(cfg), HydraConfig.get().runtime.output_dir)
+    run_cfg = to_run_config(cfg)  # torch-free: a config error answers before torch and open_clip load
+    from .evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(run_cfg, HydraConfig.get().runtime.output_dir)
 
 
 def main() -> None:

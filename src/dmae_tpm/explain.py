@@ -16,7 +16,6 @@ dmae-eval gives that query; a free caption gets `query_text.query_batch`'s (the 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -29,16 +28,9 @@ from .methods.dmae_tpm.dmae import TextInput, VideoInput
 from .methods.dmae_tpm.textual_attention import textual_attention
 from .methods.dmae_tpm.tpm_cl import triplet_partial_margin
 from .methods.dmae_tpm.visual_attention import frame_self_similarity, visual_attention
-from .tool_args import ToolArgsError, compose, exit_with, split_args, usage
+from .tool_args import ToolArgsError, exit_with, explain_args, explain_main
 
 PROG = "dmae-explain"
-KEYS = {
-    "checkpoint": "the model: a step_*.pt / best.pt of a DMAE-TPM run (required)",
-    "caption": "a free caption (with video=)",
-    "video": "the video file to explain the caption against (with caption=)",
-    "entry": "instead of caption/video: caption N of data.test_split, with its ground-truth video",
-    "out": "the PNG written (default outputs/explain.png)",
-}
 FIGSIZE, DPI = (16.0, 10.0), 100  # the PNG is FIGSIZE * DPI pixels
 MAX_SHOWN, FRAME_COLUMNS = 12, 6  # frames drawn (evenly spaced over the real ones), per row
 EQ17_TERMS = {  # Eq. 17's three terms: (full, partial) labels
@@ -307,17 +299,6 @@ def _draw_scores(axis, expl: dict) -> None:
 
 
 # -- the command -----------------------------------------------------------------------------------------------
-def _mode(tool: dict) -> str:
-    if "checkpoint" not in tool:
-        raise ToolArgsError(f"{PROG} needs checkpoint=PATH\n{usage(KEYS)}")
-    free = "caption" in tool or "video" in tool
-    if free == ("entry" in tool):
-        raise ToolArgsError(f"give either caption=... video=FILE or entry=N\n{usage(KEYS)}")
-    if free and not ("caption" in tool and "video" in tool):
-        raise ToolArgsError("caption= and video= go together: the caption is explained against that video")
-    return "free" if free else "entry"
-
-
 def _free_input(cfg, model, model_cfg, caption: str, video: str):
     """(caption, text batch, uint8 frames (N, 3, h, w), mask (N,)) of a free caption and a video file."""
     from .data.video import FrameSamplingConfig, read_frames, resize_crop
@@ -349,14 +330,16 @@ def _entry_input(cfg, model, model_cfg, entry: str):
 
 
 def run(argv: list[str]) -> Path:
+    tool, cfg = explain_args(argv)
+    return run_configured(cfg, tool)
+
+
+def run_configured(cfg, tool: dict) -> Path:
     from . import runtime as rt
 
-    tool, overrides = split_args(argv, KEYS)
-    mode = _mode(tool)
-    cfg = compose(overrides)
     runtime = rt.setup(cfg.trainer)  # the device as the trainer and dmae-eval pick it
     try:
-        return _explain(cfg, tool, mode, runtime.device)
+        return _explain(cfg, tool, tool["mode"], runtime.device)
     finally:
         rt.teardown()
 
@@ -376,18 +359,22 @@ def _explain(cfg, tool: dict, mode: str, device: torch.device) -> Path:
     return draw(expl, frames.cpu(), words, tool.get("out", "outputs/explain.png"), title=caption)
 
 
-def main(argv: list[str] | None = None) -> None:
+def execute(cfg, tool: dict) -> None:
+    """The console script after `tool_args.explain_main` has read the keys and checked the config."""
     from hydra.errors import HydraException
 
     from .checkpoint import CorruptCheckpointError, ModelMismatchError
     from .data.video import VideoDecodeError
 
     try:
-        out = run(sys.argv[1:] if argv is None else argv)
+        out = run_configured(cfg, tool)
     except (ValueError, OSError, HydraException, VideoDecodeError, CorruptCheckpointError,
             ModelMismatchError) as err:
         exit_with(PROG, err)
     print(f"wrote {out}")
+
+
+main = explain_main
 
 if __name__ == "__main__":
     main()

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from .metric_names import COLUMNS, LOWER_IS_BETTER, check_metric_name, metric_score  # noqa: F401 (re-exported)
+
 TOP_K = (1, 5, 10)
-COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MeanR", "rsum")
 
 
 def _scores(sim: torch.Tensor, name: str = "sim") -> torch.Tensor:
@@ -207,22 +208,3 @@ def format_table(results: dict, title: str | None = None) -> str:
         lines.append(f"DROPPED {dropped} of {dropped + results['videos']} test videos that failed to decode, with "
                      "their captions: these figures are not comparable with full-test-set results")
     return "\n".join(lines)
-
-
-LOWER_IS_BETTER = ("MdR", "MeanR")
-
-
-def check_metric_name(key: str) -> None:
-    """A figure of an evaluation result: ``rsum_total`` or ``<t2v|v2t>.<R@1|R@5|R@10|rsum|MdR|MeanR>``."""
-    direction, _, name = key.partition(".")
-    if key == "rsum_total" or (direction in ("t2v", "v2t") and name in COLUMNS):
-        return
-    raise ValueError(f"unknown metric {key!r}: use rsum_total or <t2v|v2t>.<{'|'.join(COLUMNS)}>, e.g. t2v.R@1")
-
-
-def metric_score(results: dict, key: str) -> tuple[float, float]:
-    """(value, score) of the figure `key` names; score is the value signed so that larger is better."""
-    check_metric_name(key)
-    direction, _, name = key.partition(".")
-    value = float(results[key] if key == "rsum_total" else results[direction][name])
-    return value, (-value if name in LOWER_IS_BETTER else value)

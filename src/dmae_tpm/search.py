@@ -11,7 +11,6 @@ writes a PNG contact sheet: per query, the top-k videos as rows of sampled frame
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -21,23 +20,10 @@ from .checkpoint import CorruptCheckpointError, ModelMismatchError
 from .evaluate import encode_captions, encode_videos, load_model, similarity_chunked
 from .features import map_fields
 from .query_text import query_batch
-from .tool_args import ToolArgsError, compose, exit_with, split_args
+from .tool_args import ToolArgsError, exit_with, search_args, search_main
 from .video_index import VideoFolderError, build_index
 
 log = logging.getLogger(__name__)
-
-KEYS = {
-    "checkpoint": "the checkpoint to search with (a run's checkpoints/best.pt or step_*.pt)",
-    "videos": "a folder of videos to index (searched recursively)",
-    "query": "a text query; repeat the key for more",
-    "queries": "a text file, one query per line",
-    "top_k": "videos shown per query (default 5; Fig. 5: 3)",
-    "frames": "frames shown per video (default 4)",
-    "out": "the PNG written (default outputs/search.png; outputs/fig5.png with other=)",
-    "refresh": "true: encode every video again, ignoring the cache",
-    "other": "a second checkpoint: Fig. 5, both models' top-k on the data config's test split",
-    "entry": "Fig. 5: a test caption's index; repeat for more (default 0 1 2 3)",
-}
 
 
 def read_queries(tool: dict) -> list[str]:
@@ -144,12 +130,11 @@ def fig5(cfg, tool: dict, runtime) -> dict:
 
 
 def run(argv: list[str]) -> dict:
-    tool, overrides = split_args(argv, KEYS, repeatable=("query", "entry"))
-    if not tool.get("checkpoint"):
-        raise ToolArgsError("dmae-search needs checkpoint=PATH")
-    if bool(tool.get("videos")) == bool(tool.get("other")):
-        raise ToolArgsError("give videos=DIR (search a folder) or other=CHECKPOINT (Fig. 5 on the test split)")
-    cfg = compose(overrides)
+    tool, cfg = search_args(argv)
+    return run_configured(cfg, tool)
+
+
+def run_configured(cfg, tool: dict) -> dict:
     runtime = rt.setup(cfg.trainer)
     try:
         return search_folder(cfg, tool, runtime) if tool.get("videos") else fig5(cfg, tool, runtime)
@@ -157,13 +142,16 @@ def run(argv: list[str]) -> dict:
         rt.teardown()
 
 
-def main(argv: list[str] | None = None) -> None:
+def execute(cfg, tool: dict) -> None:
+    """The console script after `tool_args.search_main` has read the keys and checked the config."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run(sys.argv[1:] if argv is None else argv)
+        run_configured(cfg, tool)
     except (ToolArgsError, VideoFolderError, FileNotFoundError, ModelMismatchError, CorruptCheckpointError) as err:
         exit_with("dmae-search", err)
 
+
+main = search_main
 
 if __name__ == "__main__":
     main()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .config import TemporalConfig
 from .features import VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -32,26 +32,6 @@ _FROM_CLIP_BLOCK = (
     ("linear1.", "mlp.c_fc."),
     ("linear2.", "mlp.c_proj."),
 )
-
-
-@dataclass
-class TemporalConfig:
-    type: str = "seqTransf"  # "meanP" | "seqTransf"
-    input: str = "v_tokens"  # "v_tokens" | "f_cls"
-    layers: int = 4
-    max_frames: int = 64  # size of the frame position table
-    head_width: int = 64
-    # "auto": from CLIP's text layers when pretrained weights are loaded and fit, else the identity (D3);
-    # "random": the layers' own random init (the library before issue 10)
-    init: str = "auto"
-
-    def __post_init__(self):
-        if self.type not in ("meanP", "seqTransf"):
-            raise ValueError(f"temporal.type must be 'meanP' or 'seqTransf', got {self.type!r}")
-        if self.init not in ("auto", "random"):
-            raise ValueError(f"temporal.init must be 'auto' or 'random', got {self.init!r}")
-        if self.input not in ("v_tokens", "f_cls"):
-            raise ValueError(f"temporal.input must be 'v_tokens' or 'f_cls', got {self.input!r}")
 
 
 class TemporalEncoder(nn.Module):

@@ -8,11 +8,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from .config import run_hydra, to_run_config
-from .trainer import train
 
 
 def _train(cfg: DictConfig) -> None:
-    train(to_run_config(cfg))
+    run_cfg = to_run_config(cfg)  # torch-free: a config error answers before torch and open_clip load (~10 s)
+    from .trainer import train
+
+    train(run_cfg)
 
 
 def main() -> None:

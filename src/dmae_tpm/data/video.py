@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+
+from .config import FrameSamplingConfig
 
 __all__ = [
     "FrameSamplingConfig",
@@ -36,24 +37,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FrameTransform = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class FrameSamplingConfig:
-    """How frames are taken from a video.
-
-    fps: sample at this rate first (1 fps in Appendix A.1).
-    max_frames: then uniformly (linspace) down to at most this many (12 MSR-VTT/MSVD, 64 DiDeMo/ActivityNet).
-    """
-
-    fps: float = 1.0
-    max_frames: int = 12
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"FrameSamplingConfig.fps must be a finite number > 0, got {self.fps!r}")
-        if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 1:
-            raise ValueError(f"FrameSamplingConfig.max_frames must be an int >= 1, got {self.max_frames!r}")
 
 
 class VideoDecodeError(RuntimeError):

@@ -20,7 +20,6 @@ With both attentions and the sentence term off the score is the baseline's plain
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,35 +38,9 @@ from ...token_interaction import (
     token_interaction,
     uniform_weights,
 )
+from .config import VARIANTS, SimilarityConfig  # noqa: F401 (re-exported)
 from .textual_attention import textual_attention, uniform_textual_attention
 from .visual_attention import frame_self_similarity, identity_visual_attention, visual_attention
-
-VARIANTS = ("word", "pooled", "official")
-
-
-@dataclass
-class SimilarityConfig:
-    interaction: str = "ti"  # "ti" | "wti"
-    textual_attention: bool = True
-    visual_attention: bool = True
-    variant: str = "word"  # "word" | "pooled" (the literal 1 x N annotation; "paper" before) | "official"
-    topk: int = 2  # Eq. 2
-    official_self_weight: float = 0.5  # authors' code: weight of the second-best-frame term
-    sentence_term: bool = True  # Eq. 3's S'(t_cls, v_h); its own switch so ablations change one thing
-
-    def __post_init__(self):
-        if self.interaction not in ("ti", "wti"):
-            raise ValueError(f"similarity.interaction must be 'ti' or 'wti', got {self.interaction!r}")
-        if self.variant == "paper":  # checkpoints and configs written before the rename
-            warnings.warn("similarity.variant=paper is now called 'pooled' (the literal 1 x N reading of Eq. 3); "
-                          "the default is 'word' (docs/fidelity.md D7)", stacklevel=2)
-            self.variant = "pooled"
-        if self.variant not in VARIANTS:
-            raise ValueError(f"similarity.variant must be one of {VARIANTS}, got {self.variant!r}")
-
-    @property
-    def dmae(self) -> bool:
-        return self.textual_attention or self.visual_attention or self.sentence_term
 
 
 @dataclass

@@ -6,27 +6,12 @@ applied to S and to S^T and averaged as their training step does; see docs/fidel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...infonce import contrastive_logits, infonce_terms
-
-
-@dataclass
-class NegNCEConfig:
-    gamma1: float = 1.0  # Eq. 8, weight of the InfoNCE (positive) term
-    gamma2: float = 0.5  # Eq. 8, weight of the hard-negative term
-    margin: float = 0.0  # xi in Eq. 5
-    variant: str = "paper"  # "paper" | "official"
-    official_scale: float = 100.0  # the authors' code ignores the learned tau and uses this
-    official_clamp: float = 1e-6  # and clamps probabilities to [eps, 1 - eps]
-
-    def __post_init__(self):
-        if self.variant not in ("paper", "official"):
-            raise ValueError(f"negnce.variant must be 'paper' or 'official', got {self.variant!r}")
+from .config import NegNCEConfig
 
 
 def marginal_similarity(sim: torch.Tensor, margin: float) -> torch.Tensor:

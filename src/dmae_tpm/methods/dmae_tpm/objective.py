@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
 from ...infonce import InfoNCE
-from .negnce import NegNCE, NegNCEConfig
-
-
-@dataclass
-class LossConfig:
-    name: str = "negnce"  # "infonce" (baseline, Eq. 4) | "negnce" (Eqs. 5-9)
-    negnce: NegNCEConfig = field(default_factory=NegNCEConfig)
-    tpm_weight: float = 1.0  # Eq. 19 adds L_TPM unweighted; exposed for ablations only
-
-    def __post_init__(self):
-        if self.name not in ("infonce", "negnce"):
-            raise ValueError(f"loss.name must be 'infonce' or 'negnce', got {self.name!r}")
+from .config import LossConfig, NegNCEConfig  # noqa: F401 (re-exported)
+from .negnce import NegNCE
 
 
 def build_contrastive_loss(cfg: LossConfig) -> nn.Module:

@@ -8,7 +8,6 @@ diagonal, which gives the same loss at O(B^2) cost (tests/test_tpm_cl.py checks 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from torch import nn
 
 from ...features import TextFeatures, VideoFeatures
 from .adaptive_token_selector import informative_token_mask, mask_tokens
+from .config import TPMConfig
 from .token_weight_predictor import (
     CrossModalTokenWeightPredictor,
     text_token_weights,
@@ -26,30 +26,6 @@ from .token_weight_predictor import (
 # score(q, v_h, frame_mask): S(q, v_h) of Eq. 17 for B matched pairs; q (B, D), v_h (B, N, D) -> (B,)
 PairScore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 TemporalFn = Callable[[VideoFeatures], torch.Tensor]
-
-
-@dataclass
-class TPMConfig:
-    enabled: bool = True
-    threshold: float = 0.6  # tau in Eq. 14: cumulative weight of the informative tokens to mask
-    margin: float = 0.6  # delta in Eq. 17
-    predictor_normalize: str = "softmax"  # "softmax" (paper) | "sigmoid" (authors' code)
-    # How t_g and t_g^p (Eqs. 15-16, weighted sums of unit word features) are scored in Eq. 17 (D17):
-    # "t_g": t_g L2-normalised, t_g^p as it is (the authors' code): masking removes weight from the partial text;
-    # "none": both as they are (S a dot product with unit frames); "both": both normalised, as before: the partial
-    # text then keeps the full text's length and masking only turns it.
-    text_global_norm: str = "t_g"
-
-    def __post_init__(self):
-        if not 0.0 < self.threshold < 1.0:
-            # tau = 1: the weights' cumulative sum ends a rounding error below 1, so some rows mask every token
-            raise ValueError(f"tpm.threshold (tau of Eq. 14) must be in (0, 1), got {self.threshold!r}")
-        if self.margin < 0:
-            raise ValueError(f"tpm.margin (delta of Eq. 17) must be >= 0, got {self.margin!r}")
-        if self.predictor_normalize not in ("softmax", "sigmoid"):
-            raise ValueError(f"tpm.predictor_normalize must be softmax or sigmoid, got {self.predictor_normalize!r}")
-        if self.text_global_norm not in ("t_g", "none", "both"):
-            raise ValueError(f"tpm.text_global_norm must be t_g, none or both, got {self.text_global_norm!r}")
 
 
 def inside_margin(full: torch.Tensor, partial: torch.Tensor, margin: float) -> torch.Tensor:

@@ -6,7 +6,6 @@ L = 1/2 [CE(tau S) + CE(tau S^T)] + weight * L_FN, both on the gathered global b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,31 +14,12 @@ import torch.nn.functional as F
 from ...infonce import InfoNCE
 from ...method import Gather, RetrievalMethod, no_gather
 from ...temporal_encoder import TemporalEncoder, init_temporal
-from .false_negative_loss import FalseNegativeAwareLoss, FalseNegativeConfig
+from .config import EVAL_SCORES, FalseNegativeConfig, XMLNetConfig  # noqa: F401 (re-exported)
+from .false_negative_loss import FalseNegativeAwareLoss
 from .similarity import MultiLevelSimilarity, XText, XVideo, pooled_video
 
 if TYPE_CHECKING:
     from ...model import ModelConfig
-
-EVAL_SCORES = ("full", "global_fine")
-
-
-@dataclass
-class XMLNetConfig:
-    alpha: float = 0.8  # S's weight of sentence-to-frames against video-to-words (0.9 in one file of the code)
-    heads: int = 8
-    dropout: float = 0.3  # in both cross-attention blocks
-    cross_init: str = "identity"  # X-Pool's; "normal": N(0, 0.02), what the public code's init pass leaves
-    word_frame_temperature: float = 0.01
-    frames: str = "clip"  # the frames f: "clip" (per-frame [CLS], before the temporal encoder) | "temporal"
-    eval_score: str = "full"  # "full": S as in training | "global_fine": the code's test-time 1/2 (s_vs + s_fw)
-    fn_loss: FalseNegativeConfig = field(default_factory=FalseNegativeConfig)
-
-    def __post_init__(self):
-        if self.frames not in ("clip", "temporal"):
-            raise ValueError(f"xmlnet.frames must be 'clip' or 'temporal', got {self.frames!r}")
-        if self.eval_score not in EVAL_SCORES:
-            raise ValueError(f"xmlnet.eval_score must be one of {EVAL_SCORES}, got {self.eval_score!r}")
 
 
 class XMLNet(RetrievalMethod):
