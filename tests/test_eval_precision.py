@@ -147,3 +147,26 @@ def test_postprocess_runs_in_fp32_under_autocast(kind):
 
 def test_half_storage_is_opt_in():
     assert EvalConfig().half is False
+
+
+def test_chunk_sizes_fit_the_budget_from_the_shapes():
+    """eval.text_chunk / video_chunk null: the largest square chunk (<= 256) whose fp32 C x M x V x N token
+    similarity fits chunk_mib (16 MiB on CPU); explicit sizes win; a budget applies on any device."""
+    from dmae_tpm.config import EvalConfig
+    from dmae_tpm.evaluate import chunk_sizes
+
+    def shapes(words, frames, d=4):
+        text = TextInput(torch.zeros(2, d), torch.zeros(2, words, d), torch.ones(2, words, dtype=torch.bool))
+        return text, VideoInput(torch.zeros(3, frames, d), torch.ones(3, frames, dtype=torch.bool))
+
+    msrvtt, anet = shapes(32, 12), shapes(64, 64)
+    assert chunk_sizes(EvalConfig(), *msrvtt) == (104, 104)  # 104^2 x 32 x 12 x 4 B = 15.8 MiB <= 16 < 105^2 ...
+    assert 104**2 * 32 * 12 * 4 <= 16 * 2**20 < 105**2 * 32 * 12 * 4
+    assert chunk_sizes(EvalConfig(), *anet) == (32, 32)
+    assert chunk_sizes(EvalConfig(chunk_mib=1e6), *anet) == (256, 256)  # capped at the old default
+    assert chunk_sizes(EvalConfig(chunk_mib=1e-9), *anet) == (1, 1)
+    assert chunk_sizes(EvalConfig(text_chunk=7), *msrvtt) == (7, 104)
+    assert chunk_sizes(EvalConfig(text_chunk=5, video_chunk=9), *anet) == (5, 9)
+    for bad in ({"text_chunk": 0}, {"video_chunk": -1}, {"chunk_mib": 0.0}):
+        with pytest.raises(ValueError, match="must be > 0 or null"):
+            EvalConfig(**bad)

@@ -4,7 +4,13 @@ import torch
 
 from dmae_tpm.features import map_fields
 from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput
-from dmae_tpm.token_interaction import TokenWeights, all_pairs_token_interaction, cosine_tokens, token_interaction
+from dmae_tpm.token_interaction import (
+    TokenWeights,
+    all_pairs_token_interaction,
+    cosine_tokens,
+    fill_padding,
+    token_interaction,
+)
 
 
 def naive_ti(s, text_w=None, video_w=None):
@@ -132,7 +138,7 @@ def test_text_input_slices_field_by_field():
 
 
 def test_all_pairs_equals_the_broadcast_formulation_with_empty_rows():
-    """The fused all-pairs path (one matmul, -inf added in place) against token_interaction on the broadcast
+    """The fused all-pairs path (one matmul, padding filled with copies) against token_interaction on the broadcast
     (B_t, B_v, M, N) tensor: same scores and same gradients, also for a caption with no real word and a video
     with no real frame (their maxima count as 0, not -inf or NaN)."""
     t, v, tm, vm = _random_batch(bt=4, bv=5, seed=3)
@@ -154,3 +160,63 @@ def test_all_pairs_equals_the_broadcast_formulation_with_empty_rows():
         broadcast.pow(2).sum().backward()
         assert torch.isfinite(ta.grad).all() and torch.isfinite(va.grad).all()
         assert torch.allclose(ta.grad, tb.grad, atol=1e-12) and torch.allclose(va.grad, vb.grad, atol=1e-12)
+
+
+def test_fill_padding_copies_the_first_real_token_and_zeroes_empty_rows():
+    tokens = torch.arange(24, dtype=torch.float64).view(3, 4, 2)
+    mask = torch.tensor([[False, True, True, False], [True, True, True, True], [False] * 4])
+    out = fill_padding(tokens, mask)
+    expected = tokens.clone()
+    expected[0, 0] = expected[0, 3] = tokens[0, 1]  # row 0's first real token is slot 1
+    expected[2] = 0.0  # no real token
+    assert torch.equal(out, expected)
+
+
+def test_padded_slots_holding_garbage_change_nothing():
+    """Padding is removed by masks, never by arithmetic on the padded values: NaN or inf there (an encoder's
+    output at positions it was told to ignore) leaves every score and gradient as with zeros there."""
+    t, v, tm, vm = _random_batch(seed=5)
+    clean = all_pairs_token_interaction(t, tm, v, vm)
+    t_bad, v_bad = t.clone(), v.clone()
+    t_bad[~tm] = float("nan")
+    v_bad[~vm] = float("inf")
+    t_bad.requires_grad_(True)
+    got = all_pairs_token_interaction(t_bad, tm, v_bad, vm)
+    assert torch.equal(got, clean)
+    got.sum().backward()
+    assert torch.isfinite(t_bad.grad).all() and (t_bad.grad[~tm] == 0).all()
+
+
+def _naive_mixed_ti(t, tm, v, vm, mix, a, b):
+    """One pair by hand: S (real words x real frames) times W_VA restricted to the real frames, then TI."""
+    s = torch.nn.functional.normalize(t[a][tm[a]], dim=-1) @ torch.nn.functional.normalize(v[b][vm[b]], dim=-1).T
+    if s.numel() == 0:
+        return torch.zeros((), dtype=t.dtype)
+    s = s @ mix[b][vm[b]][:, vm[b]]
+    return 0.5 * (s.amax(1).mean() + s.amax(0).mean())
+
+
+def test_frame_mix_matches_naive_per_pair_loop_with_gradients():
+    """S . W_VA (Eq. 3) inside the fused path, with padded frames (W_VA zero in their rows and columns), a
+    caption with no real word and a video with no real frame: scores and gradients (tokens and W_VA) equal a
+    per-pair loop over the real tokens only."""
+    t, v, tm, vm = _random_batch(bt=4, bv=5, seed=6)
+    tm[3] = False
+    vm[4] = False
+    g = torch.Generator().manual_seed(7)
+    mix = torch.rand(5, 5, 5, generator=g, dtype=torch.float64) * vm[:, :, None] * vm[:, None, :]
+    args = [x.clone().requires_grad_(True) for x in (t, v, mix)]
+    fused = all_pairs_token_interaction(args[0], tm, args[1], vm, frame_mix=args[2])
+    naive_args = [x.clone().requires_grad_(True) for x in (t, v, mix)]
+    nt, nv, nmix = naive_args
+    naive = torch.stack([torch.stack([_naive_mixed_ti(nt, tm, nv, vm, nmix, a, b) for b in range(5)])
+                         for a in range(4)])
+    assert torch.allclose(fused, naive, atol=1e-12)
+    fused.pow(2).sum().backward()
+    naive.pow(2).sum().backward()
+    for got, want in zip(args[:2], naive_args[:2], strict=True):
+        assert torch.allclose(got.grad, want.grad, atol=1e-12)
+    # W_VA's padded rows and columns are zero by contract (visual_attention masks them, so their gradient stops
+    # there): compare the real entries
+    real = vm[:, :, None] & vm[:, None, :]
+    assert torch.allclose(args[2].grad[real], nmix.grad[real], atol=1e-12)

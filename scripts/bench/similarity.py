@@ -28,9 +28,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from dmae_tpm.evaluate import similarity_chunked  # noqa: E402
+from dmae_tpm.config import EvalConfig  # noqa: E402
+from dmae_tpm.evaluate import chunk_sizes, similarity_chunked  # noqa: E402
 from dmae_tpm.methods.dmae_tpm.dmae import Similarity, SimilarityConfig, TextInput, VideoInput  # noqa: E402
-from dmae_tpm.token_interaction import cosine_tokens, token_interaction  # noqa: E402
+from dmae_tpm.token_interaction import (  # noqa: E402
+    cosine_tokens,
+    finite_or_zero,
+    neg_inf_bias,
+    token_interaction,
+    uniform_weights,
+)
 
 TOPIC = "similarity"
 D = 512
@@ -49,6 +56,9 @@ VARIANTS = {  # name: interaction, dmae on, variant
 }
 
 BEFORE = "TI, before the fused path"
+PREVIOUS = "TI, before issue 16"  # the fused path in its (C, M, V, N) layout with -inf passes, 256 x 256 chunks
+AT_256 = "TI, 256 x 256 chunks"  # the library's TI in the chunks the evaluator used before issue 16
+FIXED_256 = (BEFORE, PREVIOUS, AT_256)
 
 
 class Scorer:
@@ -77,9 +87,36 @@ class BroadcastTIScorer:
         return self.similarity_matrix(text, video.v_h, video.frame_mask)
 
 
-def make_scorer(variant: str, device) -> Scorer:
+class PreviousFusedTIScorer:
+    """The library's fused TI before issue 16 (commit 3c5aaea), kept here as the "before" side of that change:
+    the product in its (C, M, V, N) layout, padding removed by two -inf passes over it, the max over the frames
+    along the innermost axis, and -inf maxima mapped to 0."""
+
+    def similarity_matrix(self, text, v_h, frame_mask):
+        t_tokens, t_mask = text.t_tokens, text.t_mask
+        (c, m, d), (v, n, _) = t_tokens.shape, v_h.shape
+        t_hat = torch.nn.functional.normalize(t_tokens, dim=-1).reshape(c * m, d)
+        v_hat = torch.nn.functional.normalize(v_h, dim=-1).reshape(v * n, d)
+        s = (t_hat @ v_hat.T).view(c, m, v, n)  # (C, M, V, N)
+        s += neg_inf_bias(t_mask, s.dtype)[:, :, None, None]
+        s += neg_inf_bias(frame_mask, s.dtype)[None, None]
+        t2v = finite_or_zero(s.amax(3))  # (C, M, V)
+        v2t = finite_or_zero(s.amax(1))  # (C, V, N)
+        t2v_score = torch.einsum("cmv,cm->cv", t2v, uniform_weights(t_mask, s.dtype))
+        v2t_score = torch.einsum("cvn,vn->cv", v2t, uniform_weights(frame_mask, s.dtype))
+        return 0.5 * (t2v_score + v2t_score)
+
+    def score(self, text, video: VideoInput):
+        return self.similarity_matrix(text, video.v_h, video.frame_mask)
+
+
+def make_scorer(variant: str, device):
     if variant == BEFORE:
         return BroadcastTIScorer()
+    if variant == PREVIOUS:
+        return PreviousFusedTIScorer()
+    if variant == AT_256:
+        variant = "TI"
     interaction, dmae, kind = VARIANTS[variant]
     torch.manual_seed(0)
     cfg = SimilarityConfig(interaction=interaction, textual_attention=dmae, visual_attention=dmae, variant=kind,
@@ -140,10 +177,12 @@ class MatmulRef:
         }
 
 
-def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, text_chunk, video_chunk, ref) -> dict:
+def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, ref, chunk=None) -> dict:
+    """One row; chunk None: the evaluator's own choice for these features on this device (`chunk_sizes`)."""
     captions, n_videos, words, frames = SHAPES[name]
     text, v_h, fm = make_features(queries, videos, words, frames, device, feat_dtype)
     scorer = make_scorer(variant, device)
+    text_chunk, video_chunk = chunk or chunk_sizes(EvalConfig(), text, VideoInput(v_h, fm))
 
     def call():
         return similarity_chunked(scorer, text, VideoInput(v_h, fm), text_chunk, video_chunk)
@@ -164,6 +203,7 @@ def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, text_
         "captions_total": captions,
         "videos_total": n_videos,
         "fraction": pairs / (captions * n_videos),
+        "chunk": [text_chunk, video_chunk],
         "seconds": t,
         "times": times,
         "pairs_per_s": pairs / t,
@@ -172,7 +212,8 @@ def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, text_
         "projected_full_seconds": captions * n_videos / (pairs / t),
     }
     print(
-        f"  {name:12s} {variant:18s} {queries}x{videos}: {t:.2f} s  {pairs / t:,.0f} pairs/s  "
+        f"  {name:12s} {variant:24s} {queries}x{videos} chunk {text_chunk}x{video_chunk}: {t:.2f} s  "
+        f"{pairs / t:,.0f} pairs/s  "
         f"{100 * row['matmul_fraction']:.0f}% of matmul"
     )
     return row
@@ -252,6 +293,7 @@ def render(data: dict) -> str:
                 r["shape"],
                 r["variant"],
                 f"{r['queries']:,} x {r['videos']:,}{frac}",
+                " x ".join(map(str, r.get("chunk", data.get("chunks", ["?", "?"])))),
                 r["seconds"],
                 f"{r['pairs_per_s']:,.0f}",
                 r["nominal_flops_per_s"] / 1e9,
@@ -265,6 +307,7 @@ def render(data: dict) -> str:
                 "shape",
                 "similarity",
                 "pairs measured",
+                "chunk",
                 "s (median)",
                 "pairs/s",
                 "nominal GFLOP/s",
@@ -314,6 +357,15 @@ def render(data: dict) -> str:
             f"{100 * b['before_fraction']:.0f}% of the matmul rate; the library's fused TI is "
             f"{b['speedup_vs_before']:.2f}x faster, same scores (max abs diff {b['max_abs_diff']:.1e})."
         )
+    if "previous_fraction" in b:
+        lines.append(
+            f'\nThe row "{PREVIOUS}" is the fused TI as it was before issue 16 (`PreviousFusedTIScorer`: the product '
+            "in (C, M, V, N) layout, two -inf passes, the max over frames along the innermost axis) in the 256 x 256 "
+            f"chunks the evaluator then used: {100 * b['previous_fraction']:.0f}% of the matmul rate. In the same "
+            f"chunks the library's (V, N, C, M) layout with copied padding is {b['speedup_256_vs_previous']:.2f}x "
+            f"faster; with the chunks the evaluator now picks from the shapes, {b['speedup_vs_previous']:.2f}x "
+            f"(same scores, max abs diff {b['previous_max_abs_diff']:.1e})."
+        )
     return "\n".join(lines)
 
 
@@ -348,7 +400,7 @@ def main(argv=None) -> int:
     for name, (q, v, variants) in plan.items():
         for variant in variants:
             reps = repeats if (args.quick or cuda or (name == "msrvtt" and "official" not in variant)) else 1
-            rows.append(run_shape(name, variant, device, feat_dtype, reps, q, v, tc, vc, refs[name]))
+            rows.append(run_shape(name, variant, device, feat_dtype, reps, q, v, refs[name]))
     # the library's TI before the fused path, side by side: same values, then its throughput at MSR-VTT shapes
     q, v, _ = plan["msrvtt"]
     text, v_h, fm = make_features(min(q, 64), min(v, 64), 32, 12, device, feat_dtype, seed=3)
@@ -365,7 +417,13 @@ def main(argv=None) -> int:
         )
     print(f"  TI before the fused path vs Similarity.plain: max abs diff {diff:.1e}")
     assert diff < (1e-4 if not cuda else 5e-2), diff
-    rows.append(run_shape("msrvtt", BEFORE, device, feat_dtype, repeats, q, v, tc, vc, refs["msrvtt"]))
+    # issue 16: the library's TI in the old fixed chunks, and its previous fused form there, on the same features
+    previous = PreviousFusedTIScorer().similarity_matrix(text, v_h, fm)
+    prev_diff = (previous - make_scorer("TI", device).similarity_matrix(text, v_h, fm)).abs().max().item()
+    print(f"  TI before issue 16 vs Similarity.plain: max abs diff {prev_diff:.1e}")
+    assert prev_diff < (1e-5 if not cuda else 5e-2), prev_diff
+    for variant in (AT_256, PREVIOUS, BEFORE):
+        rows.append(run_shape("msrvtt", variant, device, feat_dtype, repeats, q, v, refs["msrvtt"], (tc, vc)))
     rows[-1]["max_abs_diff_vs_library"] = diff
     memory = memory_sweeps(device, feat_dtype, args.quick)
     by_shape = {name: ref.summary() for name, ref in refs.items()}
@@ -373,7 +431,7 @@ def main(argv=None) -> int:
         _, _, words, frames = SHAPES[r["shape"]]
         r["matmul_fraction"] = r["nominal_flops_per_s"] / refs[r["shape"]].rate
     ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
-    before = rows[-1]
+    at_256, previous_row, before = rows[-3:]
     data = C.result(
         TOPIC,
         args.quick,
@@ -390,6 +448,10 @@ def main(argv=None) -> int:
             "before_fraction": before["matmul_fraction"],
             "speedup_vs_before": ti["pairs_per_s"] / before["pairs_per_s"],
             "max_abs_diff": diff,
+            "previous_fraction": previous_row["matmul_fraction"],
+            "speedup_vs_previous": ti["pairs_per_s"] / previous_row["pairs_per_s"],
+            "speedup_256_vs_previous": at_256["pairs_per_s"] / previous_row["pairs_per_s"],
+            "previous_max_abs_diff": prev_diff,
         },
     )
     C.write_json(C.default_out(TOPIC, args), data)

@@ -8,7 +8,7 @@ wrapped so that similarity_chunked's `model.score(text_chunk, video_chunk)` is `
 Shapes: MSR-VTT 1k-A (1,000 captions x 1,000 videos), 32 words, 12 frames, D = 512 (ViT-B/32); random
 L2-normalised features, padded words (each caption 8-30 real words) and padded frames (every fifth video 8 of 12).
 
-(a) Wall time of both at 1k x 1k with the evaluator's default chunks (EvalConfig.text_chunk x video_chunk), timed
+(a) Wall time of both at 1k x 1k in 256 x 256 chunks (the evaluator's on CUDA; `evaluate.chunk_sizes`), timed
     interleaved (full, global_fine, full, ...) in the same run, so the ratio full / global_fine is a same-run ratio.
     On the CPU one round (a full S at 1k x 1k takes minutes there), 3 on CUDA.
 (b) Peak tensor memory (and time, one call) of the full S against the chunk size (square chunks 32 ... 256),
@@ -30,8 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from dmae_tpm.config import EvalConfig  # noqa: E402
-from dmae_tpm.evaluate import fp32_scoring, similarity_chunked  # noqa: E402
+from dmae_tpm.evaluate import MAX_CHUNK, fp32_scoring, similarity_chunked  # noqa: E402
 from dmae_tpm.features import map_fields  # noqa: E402
 from dmae_tpm.methods.xmlnet.cross_attention import sentence_to_frames, video_to_words  # noqa: E402
 from dmae_tpm.methods.xmlnet.similarity import MultiLevelSimilarity, XText, XVideo, combine, pooled_video  # noqa: E402
@@ -186,7 +185,7 @@ def render(data: dict) -> str:
     a = data["forms"]
     r0 = a["rows"][0]
     lines.append(f"Time of the whole evaluation scoring, {r0['captions']:,} captions x {r0['videos']:,} videos, "
-                 f"chunks {r0['text_chunk']} x {r0['video_chunk']} (EvalConfig defaults), full and global_fine "
+                 f"chunks {r0['text_chunk']} x {r0['video_chunk']} (the evaluator's on CUDA), full and global_fine "
                  f"interleaved in the same run ("
                  + ("a single round" if data["repeats"] == 1 else f"{data['repeats']} rounds, medians") + "):\n")
     lines.append(C.table(
@@ -236,7 +235,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = C.device_of(args)
     feat_dtype = torch.float16 if device.type == "cuda" else torch.float32  # eval.half storage on CUDA
-    default = (EvalConfig().text_chunk, EvalConfig().video_chunk)
+    default = (MAX_CHUNK, MAX_CHUNK)  # the evaluator's chunks on CUDA (no memory budget there)
     if args.quick:
         n, repeats = args.size or 64, args.repeats or 1
         sweep_q, sweep_v, chunks = min(n, 64), n, [16, 32, 64]

@@ -126,8 +126,14 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    text_chunk: int = 256  # captions per similarity chunk: memory is O(text_chunk x video_chunk x M x N)
-    video_chunk: int = 256
+    # Captions and videos per similarity chunk: memory is O(text_chunk x video_chunk x M x N). null: the largest
+    # square chunk (at most 256) whose fp32 token similarity fits chunk_mib, from the features' M and N
+    # (evaluate.chunk_sizes): 104 x 104 at MSR-VTT's 32 words x 12 frames, 32 x 32 at 64 x 64 on CPU.
+    text_chunk: int | None = None
+    video_chunk: int | None = None
+    # The budget of that similarity in MiB; null: 16 on CPU (in cache, and under glibc's 32 MiB mmap threshold, so
+    # no fresh pages each chunk: 1.1-1.5x faster than 256 x 256, docs/performance.md), none on CUDA (256 x 256).
+    chunk_mib: float | None = None
     v2t_mode: str = "group_max"  # multi-caption v2t: group_max (CLIP4Clip/TS2-Net) | any_caption
     postprocess: str = "none"  # none | dsl | qbnorm (Table 9)
     dsl_temperature: float = 0.01  # softmax over sim / 0.01: TS2-Net's logits at logit scale 100
@@ -143,8 +149,10 @@ class EvalConfig:
             raise ValueError(f"eval.postprocess must be none, dsl or qbnorm, got {self.postprocess!r}")
         if self.v2t_mode not in ("group_max", "any_caption"):
             raise ValueError(f"eval.v2t_mode must be group_max or any_caption, got {self.v2t_mode!r}")
-        if self.text_chunk < 1 or self.video_chunk < 1:
-            raise ValueError("eval.text_chunk and eval.video_chunk must be >= 1")
+        for key in ("text_chunk", "video_chunk", "chunk_mib"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"eval.{key} must be > 0 or null (chosen from the shapes), got {value!r}")
 
 
 @dataclass

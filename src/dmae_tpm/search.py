@@ -17,7 +17,7 @@ import torch
 
 from . import runtime as rt
 from .checkpoint import CorruptCheckpointError, ModelMismatchError
-from .evaluate import encode_captions, encode_videos, load_model, similarity_chunked
+from .evaluate import chunk_sizes, encode_captions, encode_videos, load_model, similarity_chunked
 from .features import map_fields
 from .query_text import query_batch
 from .tool_args import ToolArgsError, exit_with, search_args, search_main
@@ -44,7 +44,7 @@ def embed_queries(model, data_cfg, queries: list[str], max_words: int, runtime):
 
 def score(model, text, video, eval_cfg) -> torch.Tensor:
     """(Q, V) in float32, in the evaluator's bounded chunks."""
-    return similarity_chunked(model, text, video, eval_cfg.text_chunk, eval_cfg.video_chunk).cpu()
+    return similarity_chunked(model, text, video, *chunk_sizes(eval_cfg, text, video)).cpu()
 
 
 def top(sim: torch.Tensor, k: int) -> list[list[tuple[float, int]]]:

@@ -9,7 +9,8 @@ padding never changes a score.
 `token_interaction` works on arbitrary leading dimensions (B matched pairs: sim of shape (B, M, N)).
 `all_pairs_token_interaction` scores every caption against every video of two sets, the hot path of training
 (B x B) and evaluation (chunks of the test set): the same values, computed from one matmul in the layout it comes
-out in, with padding excluded by adding -inf in place (docs/performance.md, evaluation similarity).
+out in, with padded slots holding copies of real tokens so that no pass over the product removes them
+(docs/performance.md, evaluation similarity).
 """
 
 from __future__ import annotations
@@ -85,6 +86,20 @@ def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
 
 
+def fill_padding(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """tokens with every padded slot holding a copy of its row's first real token (zeros in a row with none).
+
+    A max over a row's tokens is then the max over its real ones, with no -inf pass: a copy only ties with its
+    original (and autograd's tie split hands the original the whole gradient back). A row with no real token
+    scores 0 against everything, the value `masked_max` gives it. tokens (B, L, D), mask (B, L) -> (B, L, D).
+    """
+    mask = mask.bool()
+    first = mask.int().argmax(-1)  # (B,) the first real slot; 0 in a row with none
+    src = tokens.gather(1, first[:, None, None].expand(-1, 1, tokens.shape[-1]))  # (B, 1, D)
+    src = src * mask.any(-1)[:, None, None].to(src.dtype)  # (B, 1, D) zeros for a row with no real token
+    return torch.where(mask[..., None], tokens, src)
+
+
 def all_pairs_token_interaction(
     t_tokens: torch.Tensor,
     t_mask: torch.Tensor,
@@ -100,23 +115,29 @@ def all_pairs_token_interaction(
     Returns (C, V), equal to `token_interaction(cosine_tokens(t, v, pairwise=True), ...)`.
     frame_mix (V, N, N), optional: each pair's similarity matrix is right-multiplied by its video's matrix
     before the interaction (DMAE's S . W_VA, Eq. 3); it must be zero in the rows and columns of padded frames.
-    Only the similarity itself is of size C x M x V x N: no permuted copy, no 4-D masks, no masked copies.
+
+    One matmul, kept in its own layout (V, N, C, M): the max over frames then runs across contiguous words and the
+    max over words along them, both vectorised (the (C, M, V, N) layout spent 3x longer on its max over the 12
+    frames of MSR-VTT), and S . W_VA is one batched matmul per video with no permuted copy. Padding is removed by
+    `fill_padding` rather than -inf passes over the product (docs/performance.md, evaluation similarity).
     """
     c, m, d = t_tokens.shape
     v, n, _ = v_tokens.shape
-    t_hat = F.normalize(t_tokens, dim=-1).reshape(c * m, d)  # (C*M, D)
-    v_hat = F.normalize(v_tokens, dim=-1).reshape(v * n, d)  # (V*N, D)
-    s = (t_hat @ v_hat.T).view(c, m, v, n)  # (C, M, V, N) the matmul's own layout
+    t_hat = F.normalize(fill_padding(t_tokens, t_mask), dim=-1).reshape(c * m, d)  # (C*M, D)
+    v_hat = F.normalize(fill_padding(v_tokens, v_mask), dim=-1).reshape(v * n, d)  # (V*N, D)
+    s = (v_hat @ t_hat.T).view(v, n, c * m)  # (V, N, C*M) the matmul's own layout
     if frame_mix is not None:
-        s = torch.einsum("cmvi,vij->cmvj", s, frame_mix.to(s.dtype))  # (C, M, V, N)  S . W_VA
-    s += neg_inf_bias(t_mask, s.dtype)[:, :, None, None]  # (C, M, 1, 1) padded words lose every max
-    s += neg_inf_bias(v_mask, s.dtype)[None, None]  # (1, 1, V, N) padded frames too
-    t2v = finite_or_zero(s.amax(3))  # (C, M, V) best video token per text token
-    v2t = finite_or_zero(s.amax(1))  # (C, V, N) best text token per video token
+        # Eq. (3)'s S . W_VA: (S W)[.., j] = sum_i S[.., i] W[i, j], here W^T @ s per video. W_VA's padded columns
+        # would give padded frames a 0 that could win a max: they get a copy of a real frame's column instead.
+        mix_t = fill_padding(frame_mix.to(s.dtype).transpose(1, 2), v_mask)  # (V, N_j, N_i)
+        s = torch.bmm(mix_t, s)  # (V, N, C*M)
+    s = s.view(v, n, c, m)  # (V, N, C, M)
+    t2v = s.amax(1)  # (V, C, M) best video token per text token
+    v2t = s.amax(3)  # (V, N, C) best text token per video token
     tw = uniform_weights(t_mask, t2v.dtype) if text_weight is None else text_weight.to(t2v.dtype)
     vw = uniform_weights(v_mask, v2t.dtype) if video_weight is None else video_weight.to(v2t.dtype)
-    t2v_score = torch.einsum("cmv,cm->cv", t2v, tw)  # (C, V)
-    v2t_score = torch.einsum("cvn,vn->cv", v2t, vw)  # (C, V)
+    t2v_score = torch.einsum("vcm,cm->cv", t2v, tw * t_mask)  # (C, V) padded words' copies weigh 0
+    v2t_score = torch.einsum("vnc,vn->cv", v2t, vw * v_mask)  # (C, V)
     return 0.5 * (t2v_score + v2t_score)
 
 
