@@ -271,6 +271,31 @@ def test_official_dmae_wti_matches_authors_formula():
             assert abs(got[a, b].item() - 0.5 * (sent + words)) < 1e-12
 
 
+@pytest.mark.parametrize("inter", ["ti", "wti"])
+def test_official_dmae_with_leading_padding_matches_authors_formula(inter):
+    """Padding first: a padded frame holds a copy of the first real frame and ties with it in the max over frames;
+    the second-frame term must still look up the real frame's neighbour (and scores, gradients stay finite)."""
+    text, v_h, fm = _batch(seed=14)
+    fm[0, :2] = False  # frames 0-1 padded, 2-4 real
+    text.t_mask[2, :2] = False  # words 0-1 padded
+    sim = Similarity(SimilarityConfig(inter, True, True, "official"), 8).double()
+    v = v_h.clone().requires_grad_(True)
+    got = sim(text, v, fm)
+    for a in range(3):
+        tm = text.t_mask[a]
+        w = (text.w_pos[a] * text.w_freq[a])[tm].tolist()
+        if sum(w) == 0:
+            continue
+        for b in range(3):
+            real = v_h[b][fm[b]]
+            heads = sim.weights if inter == "wti" else None
+            sent = naive_official_term(text.t_cls[a][None], [1.0], real, True, heads)
+            words = naive_official_term(text.t_tokens[a][tm], w, real, True, heads)
+            assert abs(got[a, b].item() - 0.5 * (sent + words)) < 1e-12
+    got.sum().backward()
+    assert torch.isfinite(v.grad).all() and (v.grad[~fm] == 0).all()
+
+
 def test_official_second_frame_weight_is_never_negative():
     """Frames pairwise at negative cosine: the authors' max over the zeroed diagonal gives weight 0."""
     x = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
