@@ -177,8 +177,9 @@ class MatmulRef:
         }
 
 
-def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, ref, chunk=None) -> dict:
-    """One row; chunk None: the evaluator's own choice for these features on this device (`chunk_sizes`)."""
+def prepare(name, variant, device, feat_dtype, queries, videos, chunk=None):
+    """(the timed call, the row's fixed fields); chunk None: the evaluator's own choice for these features on this
+    device (`chunk_sizes`)."""
     captions, n_videos, words, frames = SHAPES[name]
     text, v_h, fm = make_features(queries, videos, words, frames, device, feat_dtype)
     scorer = make_scorer(variant, device)
@@ -187,15 +188,8 @@ def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, ref, 
     def call():
         return similarity_chunked(scorer, text, VideoInput(v_h, fm), text_chunk, video_chunk)
 
-    # a call of >= 100k pairs runs many chunks, which amortises first-call effects: no separate warm-up there
-    warmup = 1 if (repeats > 1 and queries * videos < 100_000) else 0
-    ref.sample()
-    times = C.time_call(call, device, repeats, warmup=warmup)
-    ref.sample()
-    t = C.median(times)
     pairs = queries * videos
-    flops = 2 * words * frames * D * pairs
-    row = {
+    return call, {
         "shape": name,
         "variant": variant,
         "queries": queries,
@@ -204,19 +198,54 @@ def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, ref, 
         "videos_total": n_videos,
         "fraction": pairs / (captions * n_videos),
         "chunk": [text_chunk, video_chunk],
+        "flops": 2 * words * frames * D * pairs,
+    }
+
+
+def finish_row(row: dict, times: list[float], ref) -> dict:
+    t = C.median(times)
+    pairs = row["queries"] * row["videos"]
+    row.update({
         "seconds": t,
         "times": times,
         "pairs_per_s": pairs / t,
-        "nominal_flops_per_s": flops / t,
-        "matmul_fraction": flops / t / ref.rate,  # recomputed at the end with all reference samples
-        "projected_full_seconds": captions * n_videos / (pairs / t),
-    }
+        "nominal_flops_per_s": row["flops"] / t,
+        "matmul_fraction": row["flops"] / t / ref.rate,  # recomputed at the end with all reference samples
+        "projected_full_seconds": row["captions_total"] * row["videos_total"] / (pairs / t),
+    })
     print(
-        f"  {name:12s} {variant:24s} {queries}x{videos} chunk {text_chunk}x{video_chunk}: {t:.2f} s  "
-        f"{pairs / t:,.0f} pairs/s  "
+        f"  {row['shape']:12s} {row['variant']:24s} {row['queries']}x{row['videos']} chunk "
+        f"{row['chunk'][0]}x{row['chunk'][1]}: {t:.2f} s  {pairs / t:,.0f} pairs/s  "
         f"{100 * row['matmul_fraction']:.0f}% of matmul"
     )
     return row
+
+
+def run_shape(name, variant, device, feat_dtype, repeats, queries, videos, ref, chunk=None) -> dict:
+    call, row = prepare(name, variant, device, feat_dtype, queries, videos, chunk)
+    # a call of >= 100k pairs runs many chunks, which amortises first-call effects: no separate warm-up there
+    warmup = 1 if (repeats > 1 and queries * videos < 100_000) else 0
+    ref.sample()
+    times = C.time_call(call, device, repeats, warmup=warmup)
+    ref.sample()
+    return finish_row(row, times, ref)
+
+
+def interleaved(variants: list[tuple[str, tuple[int, int] | None]], device, feat_dtype, rounds, q, v, ref) -> list:
+    """Rows timed in rounds, each round calling every variant once (the VM's speed drifts by 1.5x over minutes;
+    sequential rows caught different moments of it). Each row also keeps its per-round time ratio to the last."""
+    prepared = [prepare("msrvtt", name, device, feat_dtype, q, v, chunk) for name, chunk in variants]
+    for call, _ in prepared:
+        call()  # warm-up
+    times = [[] for _ in prepared]
+    for _ in range(rounds):
+        ref.sample(1)
+        for (call, _), ts in zip(prepared, times, strict=True):
+            ts += C.time_call(call, device, 1, warmup=0)
+    rows = [finish_row(row, ts, ref) for (_, row), ts in zip(prepared, times, strict=True)]
+    for row in rows:
+        row["per_round_speedup_vs_last"] = [b / a for a, b in zip(row["times"], rows[-1]["times"], strict=True)]
+    return rows
 
 
 def memory_sweeps(device, feat_dtype, quick: bool) -> dict:
@@ -357,16 +386,27 @@ def render(data: dict) -> str:
             f"{100 * b['before_fraction']:.0f}% of the matmul rate; the library's fused TI is "
             f"{b['speedup_vs_before']:.2f}x faster, same scores (max abs diff {b['max_abs_diff']:.1e})."
         )
-    if "previous_fraction" in b:
-        lines.append(
-            f'\nThe row "{PREVIOUS}" is the fused TI as it was before issue 16 (`PreviousFusedTIScorer`: the product '
-            "in (C, M, V, N) layout, two -inf passes, the max over frames along the innermost axis) in the 256 x 256 "
-            f"chunks the evaluator then used: {100 * b['previous_fraction']:.0f}% of the matmul rate. In the same "
-            f"chunks the library's (V, N, C, M) layout with copied padding is {b['speedup_256_vs_previous']:.2f}x "
-            f"faster; with the chunks the evaluator now picks from the shapes, {b['speedup_vs_previous']:.2f}x "
-            f"(same scores, max abs diff {b['previous_max_abs_diff']:.1e})."
-        )
+    if data.get("comparison"):
+        lines.append(_comparison(data["comparison"], b["previous_max_abs_diff"]))
     return "\n".join(lines)
+
+
+def _comparison(rows: list, max_diff: float) -> str:
+    n = len(rows[0]["times"])
+    table = C.table(
+        ["TI", "chunk", "s (median)", "of matmul rate", "speed-up vs before issue 16: median of rounds (range)"],
+        [[r["variant"], " x ".join(map(str, r["chunk"])), r["seconds"], f"{100 * r['matmul_fraction']:.0f}%",
+          f"{C.median(r['per_round_speedup_vs_last']):.2f}x ({min(r['per_round_speedup_vs_last']):.2f}-"
+          f"{max(r['per_round_speedup_vs_last']):.2f})"] for r in rows],
+    )
+    return (
+        f"\nIssue 16, same run, MSR-VTT shapes at {rows[0]['queries']:,} x {rows[0]['videos']:,}, {n} interleaved "
+        "rounds (each round calls the three "
+        f"once; the rows above are sequential and catch the VM's drift). \"{PREVIOUS}\" is the fused TI as it was "
+        "(`PreviousFusedTIScorer`: the product in (C, M, V, N) layout, two -inf passes, the max over frames along "
+        "the innermost axis) in the 256 x 256 chunks the evaluator then used; \"TI\" is the library in the "
+        f"chunks the evaluator now picks. Same scores (max abs diff {max_diff:.1e}).\n\n" + table
+    )
 
 
 def main(argv=None) -> int:
@@ -422,16 +462,21 @@ def main(argv=None) -> int:
     prev_diff = (previous - make_scorer("TI", device).similarity_matrix(text, v_h, fm)).abs().max().item()
     print(f"  TI before issue 16 vs Similarity.plain: max abs diff {prev_diff:.1e}")
     assert prev_diff < (1e-5 if not cuda else 5e-2), prev_diff
-    for variant in (AT_256, PREVIOUS, BEFORE):
-        rows.append(run_shape("msrvtt", variant, device, feat_dtype, repeats, q, v, refs["msrvtt"], (tc, vc)))
+    rows.append(run_shape("msrvtt", BEFORE, device, feat_dtype, repeats, q, v, refs["msrvtt"], (tc, vc)))
     rows[-1]["max_abs_diff_vs_library"] = diff
+    rounds = args.repeats or (3 if args.quick else 7)
+    comparison = interleaved([("TI", None), (AT_256, (tc, vc)), (PREVIOUS, (tc, vc))], device, feat_dtype, rounds,
+                             q, v, refs["msrvtt"])
     memory = memory_sweeps(device, feat_dtype, args.quick)
     by_shape = {name: ref.summary() for name, ref in refs.items()}
     for r in rows:  # every fraction against the median of all samples of its shape's reference
         _, _, words, frames = SHAPES[r["shape"]]
         r["matmul_fraction"] = r["nominal_flops_per_s"] / refs[r["shape"]].rate
+    for r in comparison:
+        r["matmul_fraction"] = r["nominal_flops_per_s"] / refs["msrvtt"].rate
     ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
-    at_256, previous_row, before = rows[-3:]
+    before = rows[-1]
+    ti_now, at_256, previous_row = comparison
     data = C.result(
         TOPIC,
         args.quick,
@@ -448,11 +493,9 @@ def main(argv=None) -> int:
             "before_fraction": before["matmul_fraction"],
             "speedup_vs_before": ti["pairs_per_s"] / before["pairs_per_s"],
             "max_abs_diff": diff,
-            "previous_fraction": previous_row["matmul_fraction"],
-            "speedup_vs_previous": ti["pairs_per_s"] / previous_row["pairs_per_s"],
-            "speedup_256_vs_previous": at_256["pairs_per_s"] / previous_row["pairs_per_s"],
             "previous_max_abs_diff": prev_diff,
         },
+        comparison=comparison,
     )
     C.write_json(C.default_out(TOPIC, args), data)
     print(render(data))

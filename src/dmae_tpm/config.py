@@ -131,8 +131,8 @@ class EvalConfig:
     # (evaluate.chunk_sizes): 104 x 104 at MSR-VTT's 32 words x 12 frames, 32 x 32 at 64 x 64 on CPU.
     text_chunk: int | None = None
     video_chunk: int | None = None
-    # The budget of that similarity in MiB; null: 16 on CPU (in cache, and under glibc's 32 MiB mmap threshold, so
-    # no fresh pages each chunk: 1.1-1.5x faster than 256 x 256, docs/performance.md), none on CUDA (256 x 256).
+    # The budget of that similarity in MiB; null: 16 on CPU (as fast as 256 x 256 or up to 1.1x faster, at 1/6 of
+    # its memory at MSR-VTT shapes and 1/64 at 64 x 64; docs/performance.md), none on CUDA (256 x 256).
     chunk_mib: float | None = None
     v2t_mode: str = "group_max"  # multi-caption v2t: group_max (CLIP4Clip/TS2-Net) | any_caption
     postprocess: str = "none"  # none | dsl | qbnorm (Table 9)

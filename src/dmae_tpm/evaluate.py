@@ -127,7 +127,8 @@ def chunk_sizes(cfg: EvalConfig, text, video) -> tuple[int, int]:
     most MAX_CHUNK, whose fp32 token similarity (chunk x M x chunk x N) fits eval.chunk_mib (16 MiB on CPU, no
     budget on CUDA). M and N are the longest token axes of the caption and video features (1 if they have none).
     On CPU 16 MiB stays in cache and below glibc's largest mmap threshold (32 MiB), so a chunk's product reuses
-    freed memory instead of faulting in fresh pages: measured 1.1-1.5x faster than 256 x 256 (docs/performance.md).
+    freed memory instead of faulting in fresh pages: measured as fast as 256 x 256 or up to 1.1x faster, at 1/6 to
+    1/64 of its memory (docs/performance.md).
     """
     budget = cfg.chunk_mib
     if budget is None and _device(video).type != "cuda":
