@@ -58,7 +58,6 @@ VARIANTS = {  # name: interaction, dmae on, variant
 BEFORE = "TI, before the fused path"
 PREVIOUS = "TI, before issue 16"  # the fused path in its (C, M, V, N) layout with -inf passes, 256 x 256 chunks
 AT_256 = "TI, 256 x 256 chunks"  # the library's TI in the chunks the evaluator used before issue 16
-FIXED_256 = (BEFORE, PREVIOUS, AT_256)
 
 
 class Scorer:
@@ -322,7 +321,7 @@ def render(data: dict) -> str:
                 r["shape"],
                 r["variant"],
                 f"{r['queries']:,} x {r['videos']:,}{frac}",
-                " x ".join(map(str, r.get("chunk", data.get("chunks", ["?", "?"])))),
+                " x ".join(map(str, r["chunk"])),
                 r["seconds"],
                 f"{r['pairs_per_s']:,.0f}",
                 r["nominal_flops_per_s"] / 1e9,
@@ -469,14 +468,10 @@ def main(argv=None) -> int:
                              q, v, refs["msrvtt"])
     memory = memory_sweeps(device, feat_dtype, args.quick)
     by_shape = {name: ref.summary() for name, ref in refs.items()}
-    for r in rows:  # every fraction against the median of all samples of its shape's reference
-        _, _, words, frames = SHAPES[r["shape"]]
+    for r in rows + comparison:  # every fraction against the median of all samples of its shape's reference
         r["matmul_fraction"] = r["nominal_flops_per_s"] / refs[r["shape"]].rate
-    for r in comparison:
-        r["matmul_fraction"] = r["nominal_flops_per_s"] / refs["msrvtt"].rate
     ti = next(r for r in rows if r["shape"] == "msrvtt" and r["variant"] == "TI")
     before = rows[-1]
-    ti_now, at_256, previous_row = comparison
     data = C.result(
         TOPIC,
         args.quick,
