@@ -28,7 +28,7 @@ from .methods.dmae_tpm.dmae import TextInput, VideoInput
 from .methods.dmae_tpm.textual_attention import textual_attention
 from .methods.dmae_tpm.tpm_cl import triplet_partial_margin
 from .methods.dmae_tpm.visual_attention import frame_self_similarity, visual_attention
-from .tool_args import ToolArgsError, exit_with, explain_args, explain_main
+from .tool_args import ToolArgsError, exit_with, explain_main
 
 PROG = "dmae-explain"
 FIGSIZE, DPI = (16.0, 10.0), 100  # the PNG is FIGSIZE * DPI pixels
@@ -327,11 +327,6 @@ def _entry_input(cfg, model, model_cfg, entry: str):
     source = loaders.video_source(cfg.data, split, model.backbone, model_cfg.max_frames)
     frames, mask = source(split.video_ids[split.caption_video[n]])
     return split.captions[n], text, frames, mask
-
-
-def run(argv: list[str]) -> Path:
-    tool, cfg = explain_args(argv)
-    return run_configured(cfg, tool)
 
 
 def run_configured(cfg, tool: dict) -> Path:
