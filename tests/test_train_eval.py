@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
+from tqdm import tqdm
 
 from dmae_tpm import checkpoint
 from dmae_tpm.config import to_run_config
@@ -417,7 +418,7 @@ def test_fp16_scaler_skips_a_step_on_inf_backs_off_and_resume_restores_it(bench,
     trainer = Trainer(cfg, rt.setup(cfg.trainer))
     batch = _one_batch(trainer)
     trainer.step(batch)
-    scale = trainer.scaler.get_scale()
+    scale, skipped = trainer.scaler.get_scale(), trainer.skipped_steps  # at 2^16 the first step may overflow
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     param = next(p for p in trainer.model.parameters() if p.requires_grad)
     hook = param.register_hook(lambda g: torch.full_like(g, float("inf")))  # an overflow in the backward pass
@@ -428,6 +429,11 @@ def test_fp16_scaler_skips_a_step_on_inf_backs_off_and_resume_restores_it(bench,
         assert torch.equal(value, before[key]), f"{key} changed although the step had an inf gradient"
     trainer.step(batch)  # finite again: the step is taken
     assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.skipped_steps == skipped + 1 and trainer.scheduler.last_epoch == 3  # the step count's schedule
+    trainer._log({"loss": 1.0}, 1.0, 0.0, tqdm(disable=True))
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["fp16_skipped_steps"] == skipped + 1 and record["grad_scale"] == trainer.scaler.get_scale()
+    assert trainer.skipped_steps == 0  # counted per logging window
     trainer.progress.step = 3
     trainer.save()
     saved = trainer.scaler.state_dict()

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
         # fp16 only: bf16 has fp32's exponent range and needs no loss scaling
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+        self.skipped_steps = 0  # optimizer steps the scaler skipped (inf/NaN gradients) in this logging window
         self.progress = Progress()
         self._resume(found)
         if not self._resumed:  # per-rank streams from here on (a resumed run restores its saved ones)
@@ -307,9 +309,18 @@ class Trainer:
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        # The scale only falls when the step was skipped (the first steps at 2^16 often are). The schedule still
+        # advances: the learning rate stays a function of the step count (open_clip's convention), so fp16 and bf16
+        # runs of one config line up; torch's warning that the schedule ran ahead of the optimizer is silenced.
+        skipped = self.scaler.get_scale() < scale
+        self.skipped_steps += int(skipped)
+        with warnings.catch_warnings():
+            if skipped:
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
         with torch.no_grad():  # CLIP keeps the temperature parameter itself within [0, ln(max)]
             self.model.backbone.logit_scale.clamp_(0, math.log(self.cfg.model.logit_scale_max))
         return {k: float(v.detach()) for k, v in out.items()}
@@ -461,6 +472,10 @@ class Trainer:
         post = {"loss": f"{terms['loss']:.4f}", "lr": f"{lrs.get('other_decay', 0):.2e}",
                 "lr_clip": f"{lrs.get('clip_decay', 0):.2e}", "clips_s": f"{clips:.1f}",
                 "wait": f"{record['data_wait']:.0%}"}
+        if self.scaler.is_enabled():  # many skipped steps mean fp16 overflows: try bf16 or a lower optim.lr
+            record.update(grad_scale=self.scaler.get_scale(), fp16_skipped_steps=self.skipped_steps)
+            post["skipped"] = str(self.skipped_steps)
+            self.skipped_steps = 0
         bar.set_postfix(**post)
         if self._plain:
             p, total = self.progress, self.total_steps
