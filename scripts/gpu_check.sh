@@ -15,6 +15,9 @@
 # in two halves (.whl/a, .whl/b: one call carries 64 MiB at most); the first call carries .whl/a and runs
 # `--install-only`, the second carries .whl/b and runs the check; both install into /tmp/site. Each step's exit
 # status is kept and the script goes on, so one failure does not hide the others; summary.txt lists them.
+# Each step has a cap (seconds, below) and all of them share a deadline, GPU_CHECK_SECONDS (default 540, inside the
+# device's 600-s call): a step that hangs (an NCCL rendezvous, say) is killed, exit 124, and the others still run
+# and summary.txt still comes back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0 INSTALL_ONLY=0
@@ -45,13 +48,23 @@ else
     py=python
 fi
 declare -A status
-step() {  # step NAME LOG COMMAND...: run, log, keep the exit status
-    local name=$1 log=$2
-    shift 2
-    echo "=== $name: $*" | tee -a "$OUT/$log"
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
+step() {  # step NAME LOG CAP COMMAND...: run for at most CAP s (less if the deadline is nearer), log, keep the exit
+    local name=$1 log=$2 cap=$3
+    shift 3
+    local left=$((deadline - SECONDS - 5))
+    [ $DRY = 1 ] && cap=900  # on CPU the caps do not apply; the slow test has its own timeout
+    [ "$left" -lt "$cap" ] && cap=$left
+    if [ "$cap" -le 0 ]; then
+        status[$name]="not run (deadline)"
+        echo "=== $name: not run, the deadline has passed" | tee -a "$OUT/$log"
+        return
+    fi
+    echo "=== $name (at most $cap s): $*" | tee -a "$OUT/$log"
     local t0=$SECONDS
-    "$@" >>"$OUT/$log" 2>&1
+    timeout -k 10 "$cap" "$@" >>"$OUT/$log" 2>&1
     status[$name]=$?
+    [ "${status[$name]}" = 124 ] && status[$name]="124 (killed at its $cap s)"
     echo "=== $name: exit ${status[$name]} in $((SECONDS - t0)) s" | tee -a "$OUT/$log"
 }
 
@@ -76,23 +89,25 @@ common=(trainer.device=$device trainer.precision=$precision trainer.dist_backend
         trainer.log_every=10 trainer.max_steps=$steps trainer.checkpoint_every=$stop trainer.eval_every=0
         run_dir="$RUN/run" name=gpu_check "${model[@]}" "${data[@]}")
 
-step env env.txt bash -c "nvidia-smi || true; $py -c 'import torch; print(torch.__version__, torch.version.cuda, \
+step env env.txt 60 bash -c "nvidia-smi || true; $py -c 'import torch; print(torch.__version__, torch.version.cuda, \
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"cpu\", \
 torch.cuda.nccl.version() if torch.cuda.is_available() else \"\")'"
-step tests tests.log "$py" -m pytest -q -p no:cacheprovider "${tests[@]}"
-step train_part train.log "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
+step tests tests.log 180 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}"
+step train_part train.log 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
     "${common[@]}" trainer.stop_after_steps=$stop
-step train_resume train.log "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
+step train_resume train.log 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
     "${common[@]}"
 last=$(ls "$RUN"/run/checkpoints/step_*.pt 2>/dev/null | sort | tail -1)
-step eval eval.log "$py" -m dmae_tpm.eval checkpoint="$last" hydra.run.dir="$RUN/eval" trainer.device=$device \
+step eval eval.log 60 "$py" -m dmae_tpm.eval checkpoint="$last" hydra.run.dir="$RUN/eval" trainer.device=$device \
     "${data[@]}"
 cp "$RUN/eval/eval_results.json" "$OUT/eval.json" 2>/dev/null
 cp "$RUN/run/metrics.jsonl" "$OUT/metrics.jsonl" 2>/dev/null
-step bench bench.log "${bench[@]}"
+step bench bench.log 300 "${bench[@]}"
 tar czf "$OUT/bench_cuda.tgz" outputs/bench/*.json 2>/dev/null
 
 {
-    for name in env tests train_part train_resume eval bench; do echo "$name: exit ${status[$name]:-not run}"; done
+    for name in env tests train_part train_resume eval bench; do
+        case ${status[$name]:-not run} in [0-9]*) echo "$name: exit ${status[$name]}" ;; *) echo "$name: ${status[$name]:-not run}" ;; esac
+    done
 } | tee "$OUT/summary.txt"
 for name in "${!status[@]}"; do [ "${status[$name]}" = 0 ] || exit 1; done

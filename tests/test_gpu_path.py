@@ -67,3 +67,22 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert [line for line in summary if line] == [f"{s}: exit 0" for s in
                                                   ("env", "tests", "train_part", "train_resume", "eval", "bench")]
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["results"]["captions"] > 0
+
+
+
+def test_gpu_check_deadline_kills_a_hung_step_and_still_writes_the_summary(tmp_path):
+    """A step that hangs is killed at the shared deadline (exit 124) and the later steps are skipped, so a hung step
+    on the lent machine (an NCCL rendezvous, say) cannot eat the device call: summary.txt still comes back. The hang
+    is an `nvidia-smi` on PATH that sleeps (the env step calls it first)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "nvidia-smi").write_text("#!/bin/sh\nexec sleep 60\n")
+    (shim / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_RUN": str(tmp_path / "run"),
+           "GPU_CHECK_SECONDS": "10", "PATH": f"{shim}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_check.sh"), "--dry-run"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    summary = dict(line.split(": ", 1) for line in (tmp_path / "out" / "summary.txt").read_text().splitlines())
+    assert summary.pop("env").startswith("exit 124 (killed at its")
+    assert summary == {s: "not run (deadline)" for s in ("tests", "train_part", "train_resume", "eval", "bench")}
