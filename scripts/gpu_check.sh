@@ -82,7 +82,8 @@ else
     model=(model=vitb32 model.backbone.pretrained=null model.backbone.pretrain=null model.max_frames=12
            model.max_words=32)
     data=(data.batch_size=64 data.eval_batch_size=64 data.num_workers=8 data.frame_cache=null)
-    tests=()
+    tests=()  # the default suite; pytest-xdist is on the lent machines' image: 8 workers of 2 threads on 16 cores
+    "$py" -c "import xdist" 2>/dev/null && tests=(-n 8)
     bench=(env DMAE_PYTHON="$py" bash scripts/bench/gpu.sh)
 fi
 common=(trainer.device=$device trainer.precision=$precision trainer.dist_backend=$backend trainer.progress=false
@@ -92,7 +93,7 @@ common=(trainer.device=$device trainer.precision=$precision trainer.dist_backend
 step env env.txt 60 bash -c "nvidia-smi || true; $py -c 'import torch; print(torch.__version__, torch.version.cuda, \
 torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"cpu\", \
 torch.cuda.nccl.version() if torch.cuda.is_available() else \"\")'"
-step tests tests.log 180 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}"
+step tests tests.log 180 env OMP_NUM_THREADS=2 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}"
 step train_part train.log 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
     "${common[@]}" trainer.stop_after_steps=$stop
 step train_resume train.log 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
