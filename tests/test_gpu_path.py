@@ -52,7 +52,8 @@ def test_cuda_only_calls_are_behind_a_cuda_condition():
 ROOT = SRC.parents[1]
 
 
-@pytest.mark.parametrize("script", ["scripts/gpu_check.sh", "scripts/gpu_wheels.sh", "scripts/bench/gpu.sh"])
+@pytest.mark.parametrize("script", ["scripts/gpu_check.sh", "scripts/gpu_wheels.sh", "scripts/bench/gpu.sh",
+                                    "scripts/torch_compat.sh"])
 def test_gpu_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
