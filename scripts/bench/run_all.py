@@ -51,7 +51,7 @@ def load_json(topic: str, cuda: bool) -> dict | None:
 def machine_block(results: dict, cuda: bool, wall: dict | None, load: dict | None = None) -> str:
     machines = [d["machine"] for d in results.values() if d]
     if not machines:
-        return "not measured yet"
+        return "not measured (no GPU lent to this session)" if cuda else "not measured yet"
     m = machines[0]
     lines = [
         f"- measured: {', '.join(sorted({x['date'] for x in machines}))} (git {m.get('git_commit', '?')})",
@@ -98,12 +98,12 @@ def render_doc(cuda: bool, wall: dict | None = None, load: dict | None = None) -
     else:
         text = replace_block(text, f"{prefix}machine", machine_block(results, cuda, wall, load))
     for topic, data in results.items():
-        if data is None:
-            body = (
-                "not measured (no GPU lent to this session): run `bash scripts/bench/gpu.sh`"
-                if cuda
-                else f"not measured yet: `python scripts/bench/{topic}.py`"
-            )
+        if data is None and not cuda:
+            body = f"not measured yet: `python scripts/bench/{topic}.py`"
+        elif data is None and any(results.values()):  # the GPU run ended first (gpu_check.sh's deadline, say)
+            body = f"not measured: the GPU run ended before this benchmark; `bash scripts/bench/gpu.sh --only {topic}`"
+        elif data is None:
+            body = "not measured (no GPU lent to this session): run `bash scripts/bench/gpu.sh`"
         else:
             body = importlib.import_module(topic).render(data)
         text = replace_block(text, prefix + topic, body)
