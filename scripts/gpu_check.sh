@@ -98,7 +98,7 @@ step train_part train.log 120 "$py" -m torch.distributed.run --standalone --npro
     "${common[@]}" trainer.stop_after_steps=$stop
 step train_resume train.log 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1 -m dmae_tpm.train \
     "${common[@]}"
-last=$(ls "$RUN"/run/checkpoints/step_*.pt 2>/dev/null | sort | tail -1)
+last=$(ls "$RUN"/run/checkpoints/step_*.pt 2>/dev/null | sort -V | tail -1)
 step eval eval.log 60 "$py" -m dmae_tpm.eval checkpoint="$last" hydra.run.dir="$RUN/eval" trainer.device=$device \
     "${data[@]}"
 cp "$RUN/eval/eval_results.json" "$OUT/eval.json" 2>/dev/null
