@@ -7,6 +7,7 @@ import json
 import math
 import os
 import socket
+import weakref
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from dmae_tpm.data.synthetic import PRESETS
 from dmae_tpm.evaluate import evaluate_checkpoint
 from dmae_tpm.methods.dmae_tpm.model import DMAETPM
 from dmae_tpm.run_lock import RunFolderInUseError, RunLock
-from dmae_tpm.trainer import NonFiniteLossError, NonFiniteStateError, ResumeConfigError, train
+from dmae_tpm.trainer import NonFiniteLossError, NonFiniteStateError, ResumeConfigError, Trainer, train
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS["tiny"].items()}
@@ -163,6 +164,14 @@ def _ddp_worker(rank: int, world: int, port: int, cfg) -> None:
         WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
+    close = Trainer.close
+
+    def checked_close(self):  # the exit deadlock of Trainer.close's docstring: DDP must go before the group
+        ddp = weakref.ref(self.ddp)
+        close(self)
+        assert ddp() is None, "the DDP wrapper outlived Trainer.close(): its Reducer would free the group last"
+
+    Trainer.close = checked_close  # this forked worker's copy of the class only
     train(cfg)
 
 
