@@ -53,7 +53,7 @@ ROOT = SRC.parents[1]
 
 
 @pytest.mark.parametrize("script", ["scripts/gpu_check.sh", "scripts/gpu_wheels.sh", "scripts/bench/gpu.sh",
-                                    "scripts/torch_compat.sh"])
+                                    "scripts/torch_compat.sh", "scripts/gpu_rehearsal.sh"])
 def test_gpu_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
