@@ -123,11 +123,14 @@ def best_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "best.pt"
 
 
-def test_interrupted_run_resumes_to_identical_weights(bench, tmp_path):
+def test_interrupted_run_resumes_to_identical_weights(bench, tmp_path, caplog):
     full = make_cfg(bench, tmp_path / "full", "trainer.checkpoint_every=1")
     train(full)
     interrupted = make_cfg(bench, tmp_path / "cut", "trainer.checkpoint_every=1", "trainer.stop_after_steps=3")
-    assert train(interrupted) == {"stopped_at_step": 3}  # stops mid-epoch 1 (steps per epoch: 2)
+    with caplog.at_level("INFO", logger="dmae_tpm.trainer"):
+        assert train(interrupted) == {"stopped_at_step": 3}  # stops mid-epoch 1 (steps per epoch: 2)
+    saves = [r for r in caplog.records if r.getMessage().endswith("cut/checkpoints/step_00000003.pt")]
+    assert len(saves) == 1  # the stop does not write the checkpoint the loop has just written
     resumed = make_cfg(bench, tmp_path / "cut", "trainer.checkpoint_every=1")
     assert train(resumed)["step"] == 4
     a = checkpoint.load(checkpoint.latest(tmp_path / "full"))

@@ -450,7 +450,8 @@ class Trainer:
         bar.close()
         self._check_bad_videos(failed, tried)  # the batches after the epoch's last logging step count too
         if stop_after and p.step - start_step >= stop_after and p.step < self.total_steps:
-            self.save()
+            if not (cfg.trainer.checkpoint_every and p.step % cfg.trainer.checkpoint_every == 0):
+                self.save()  # else the loop has just written this very state
             log.info("stopping after %d steps as trainer.stop_after_steps asks; resume=auto continues", stop_after)
             return True
         return False
