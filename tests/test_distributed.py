@@ -60,6 +60,7 @@ def _worker(rank, world, port, out_dir, method):
     torch.save({"loss": out["loss"].detach(), "loss_contrastive": out["loss_contrastive"].detach(),
                 "loss_fn": out.get("loss_fn", torch.zeros(())).detach(), "grads": _grads(model)},
                os.path.join(out_dir, f"rank{rank}.pt"))
+    del ddp  # before the group goes: a Reducer that frees the group last can deadlock at exit (Trainer.close)
     dist.destroy_process_group()
 
 
