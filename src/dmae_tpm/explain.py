@@ -334,17 +334,17 @@ def run_configured(cfg, tool: dict) -> Path:
 
     runtime = rt.setup(cfg.trainer)  # the device as the trainer and dmae-eval pick it
     try:
-        return _explain(cfg, tool, tool["mode"], runtime.device)
+        return _explain(cfg, tool, runtime.device)
     finally:
         rt.teardown()
 
 
-def _explain(cfg, tool: dict, mode: str, device: torch.device) -> Path:
+def _explain(cfg, tool: dict, device: torch.device) -> Path:
     from .evaluate import load_model
 
     model, model_cfg = load_model(cfg, device, tool["checkpoint"])
     require_dmae(model)
-    if mode == "free":
+    if tool["mode"] == "free":
         caption, text, frames, mask = _free_input(cfg, model, model_cfg, tool["caption"], tool["video"])
     else:
         caption, text, frames, mask = _entry_input(cfg, model, model_cfg, tool["entry"])
